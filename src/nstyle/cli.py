@@ -1,0 +1,320 @@
+"""The command line: ``nstyle CONTENT STYLE [STYLE ...] -o OUT.png [options]``.
+
+Also ``nstyle download vgg19``. Errors are one line on stderr and a non-zero exit
+(``--verbose`` adds the traceback); Ctrl-C saves the current image and exits 130.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .config import DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRESETS, Config, ConfigError, preset
+from .image import SUPPORTED_OUTPUT, ImageError, atomic_write_bytes, load_image, save_image
+from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download
+from .optimize import Diverged, Interrupted, Progress, stylize
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+D = Config()  # defaults shown in the help come from the config dataclass
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, not a usage block."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is negative")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nstyle", description="Paint a photo in the manner of a painting "
+                "(Gatys, Ecker and Bethge 2015). Also: 'nstyle download vgg19'.")
+    p.add_argument("content", help="the photo")
+    p.add_argument("styles", nargs="+", metavar="style", help="one or more paintings")
+    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp, .tif, .bmp)")
+    p.add_argument("--preset", choices=PRESETS, default="default",
+                   help="'keras' reproduces the Keras example exactly (default: default)")
+    g = p.add_argument_group("objective")
+    g.add_argument("--content-weight", type=_float, help=f"(default: {D.content_weight:g})")
+    g.add_argument("--style-weight", type=_float, help=f"(default: {D.style_weight:g})")
+    g.add_argument("--tv-weight", type=_float, help=f"total variation (default: {D.tv_weight:g})")
+    g.add_argument("--content-layers", nargs="+", metavar="LAYER",
+                   help=f"paper or Keras names (default: {' '.join(D.content_layers)})")
+    g.add_argument("--style-layers", nargs="+", metavar="LAYER", help=f"(default: {' '.join(D.style_layers)})")
+    g = p.add_argument_group("image")
+    g.add_argument("-s", "--size", type=_positive_int, help=f"long side of the output in pixels (default: {D.size})")
+    g.add_argument("--style-scale", type=_float, help=f"style size relative to the output (default: {D.style_scale:g})")
+    g.add_argument("--style-weights", type=_float, nargs="+", metavar="W",
+                   help="blend weights of several styles (default: equal)")
+    g.add_argument("--init", choices=INITS, help=f"initial image (default: {D.init})")
+    g.add_argument("--noise-ratio", type=_float, help=f"blend noise into the initial image, 0-1 (default: {D.noise_ratio:g})")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {D.optimizer})")
+    g.add_argument("-n", "--iterations", type=_positive_int, help=f"(default: {D.iterations})")
+    g.add_argument("--learning-rate", "--lr", type=_float, dest="learning_rate",
+                   help="(default: lbfgs 1, adam 5, sgd 100)")
+    g.add_argument("--line-search", action="store_true", default=None, help="lbfgs: strong-Wolfe line search")
+    g.add_argument("--seed", type=int, help=f"(default: {D.seed})")
+    g = p.add_argument_group("network")
+    g.add_argument("--model", choices=MODELS, help="auto: vgg19 if its weights are here, else vgg16bn-craft")
+    g.add_argument("--weights", metavar="FILE", help="a weights file instead of the pinned one")
+    g.add_argument("--pooling", choices=POOLINGS, help=f"(default: {D.pooling})")
+    g.add_argument("--device", choices=DEVICES, help=f"(default: {D.device})")
+    g = p.add_argument_group("output")
+    g.add_argument("--save-every", type=_positive_int, default=0, metavar="N",
+                   help="also save a numbered snapshot every N iterations")
+    g.add_argument("--log", nargs="?", const="", metavar="FILE",
+                   help="write settings and loss history as JSON (default file: OUTPUT.json)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+    g.add_argument("--verbose", action="store_true", help="show tracebacks and debug messages")
+    p.add_argument("--version", action="version", version=f"nstyle {__version__}")
+    return p
+
+
+# Options that map one to one onto Config fields.
+_CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers", "size",
+                   "style_scale", "style_weights", "init", "noise_ratio", "optimizer", "iterations",
+                   "learning_rate", "line_search", "seed", "model", "weights", "pooling", "device")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    given = {k: getattr(args, k) for k in _CONFIG_OPTIONS if getattr(args, k) is not None}
+    for k in ("content_layers", "style_layers", "style_weights"):
+        if k in given:
+            given[k] = tuple(given[k])
+    return preset(args.preset, **given)
+
+
+# --- terminal output -----------------------------------------------------------------
+
+
+class Bar:
+    """A one-line progress bar on stderr (a line every 10 % where stderr is not a terminal)."""
+
+    def __init__(self, quiet: bool, stream=sys.stderr):
+        self.quiet = quiet
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last_tenth = -1
+
+    def show(self, done: float, total: float, text: str) -> None:
+        if self.quiet or total <= 0:
+            return
+        frac = min(1.0, done / total)
+        if self.tty:
+            filled = int(frac * 24)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (24 - filled)}] {text}\x1b[K")
+            self.stream.flush()
+        elif int(frac * 10) > self.last_tenth:
+            self.last_tenth = int(frac * 10)
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if not self.quiet and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+# --- checks before the run ---------------------------------------------------------------
+
+
+def check_output(output: str, inputs: list[str]) -> Path:
+    """Refuse an output we could not write, or one that would overwrite an input."""
+    out = Path(output).expanduser()
+    if out.suffix.lower() not in SUPPORTED_OUTPUT:
+        raise ImageError(f"unsupported output format '{out.suffix or output}' (use .png, .jpg, .webp, .tif or .bmp)")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ImageError(f"cannot write '{output}': directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ImageError(f"cannot write '{output}': directory '{parent}' is not writable")
+    if out.is_dir():
+        raise ImageError(f"cannot write '{output}': it is a directory")
+    for name in inputs:
+        src = Path(name).expanduser()
+        if src.exists() and out.exists() and os.path.samefile(src, out) or src.resolve() == out.resolve():
+            raise ImageError(f"refusing to overwrite the input '{name}' with the output")
+    return out
+
+
+def snapshot_path(out: Path, step: int, total: int) -> Path:
+    return out.with_name(f"{out.stem}_{step:0{len(str(total))}d}{out.suffix}")
+
+
+# --- the run -------------------------------------------------------------------------
+
+
+def run_stylize(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    inputs = [args.content, *args.styles]
+    out = check_output(args.output, inputs)
+    for extra in (args.log or None, ):
+        if extra:
+            check_output_json(extra, inputs)
+    content = load_image(args.content)
+    styles = [load_image(s) for s in args.styles]
+    if config.style_weights is not None and len(config.style_weights) != len(styles):
+        raise ConfigError(f"{len(config.style_weights)} style weights for {len(styles)} style images")
+
+    bar = Bar(args.quiet)
+    explicit = config.model != "auto" or config.weights is not None
+    choice = choose_weights(config.model, config.weights, allow_download=True,
+                            progress=lambda done, total: bar.show(done, total, f"downloading {done / 2**20:.0f}"
+                                                                  f"/{total / 2**20:.0f} MB"))
+    if not explicit:
+        why = "" if choice.spec.name == "vgg19" else (
+            " (vgg19 weights not found; 'nstyle download vgg19' fetches them)")
+        _say(args.quiet, f"nstyle: using {choice.spec.name}{why}")
+    config = config.replace(model=choice.spec.name, weights=str(choice.path))
+
+    history: list[dict] = []
+    meta = {"version": __version__, "model": choice.spec.name, "weights_md5": choice.md5,
+            "seed": config.seed, "content": args.content, "styles": args.styles,
+            "options": {k: v for k, v in config.to_dict().items() if k != "weights"}}
+
+    def write(image, path: Path, progress: Progress | None) -> None:
+        info = dict(meta, steps=progress.step if progress else 0,
+                    loss=progress.loss if progress else None)
+        save_image(image, path, {"Software": f"nstyle {__version__}", "nstyle": json.dumps(info)})
+
+    def on_progress(p: Progress) -> None:
+        history.append({"step": p.step, "elapsed": round(p.elapsed, 3), "evaluations": p.evaluations,
+                        **{k: v for k, v in p.terms().items()}})
+        left = p.elapsed / p.step * (p.total - p.step)
+        bar.show(p.step, p.total, f"{p.step}/{p.total} loss {p.loss:.4g} (content {p.content:.3g} "
+                 f"style {p.style:.3g} tv {p.tv:.3g}) {_duration(p.elapsed)} elapsed, {_duration(left)} left")
+        if args.save_every and p.step % args.save_every == 0 and p.step < p.total:
+            write(p.image(), snapshot_path(out, p.step, p.total), p)
+
+    def finish(image, progress: Progress | None) -> None:
+        write(image, out, progress)
+        if args.log is not None:
+            log_path = Path(args.log) if args.log else out.with_name(out.name + ".json")
+            atomic_write_bytes(log_path, json.dumps(dict(meta, history=history), indent=1).encode())
+
+    try:
+        image = stylize(content, styles, config, callback=on_progress)
+    except Interrupted as e:
+        bar.close()
+        if e.progress is None:
+            _say(False, "nstyle: interrupted before the first iteration; nothing saved")
+            return EXIT_INTERRUPTED
+        finish(e.image, e.progress)
+        _say(False, f"nstyle: interrupted at iteration {e.progress.step}/{e.progress.total}; saved {out}")
+        return EXIT_INTERRUPTED
+    except Diverged as e:
+        bar.close()
+        finish(e.image, history and _last(history))
+        raise ConfigError(f"{e}; the last good image is saved in {out}") from e
+    bar.close()
+    finish(image, _last(history))
+    _say(args.quiet, f"nstyle: saved {out} ({_duration(history[-1]['elapsed'])})")
+    return 0
+
+
+def _last(history: list[dict]) -> Progress | None:
+    """A stand-in Progress for the metadata of a finished run."""
+    if not history:
+        return None
+    h = history[-1]
+    return Progress(h["step"], h["step"], h["loss"], h["content"], h["style"], h["tv"], h["elapsed"],
+                    h["evaluations"], (0, 0))
+
+
+def check_output_json(path: str, inputs: list[str]) -> None:
+    parent = Path(path).expanduser().parent
+    if not parent.is_dir():
+        raise ImageError(f"cannot write '{path}': directory '{parent}' does not exist")
+    if any(Path(i).resolve() == Path(path).resolve() for i in inputs):
+        raise ImageError(f"refusing to overwrite the input '{path}' with the log")
+
+
+def run_download(argv: list[str], quiet: bool) -> int:
+    p = _Parser(prog="nstyle download", description="Fetch pretrained weights into "
+                f"{cache_dir()} (set NSTYLE_CACHE to change).")
+    p.add_argument("model", choices=["vgg19"])
+    p.add_argument("-q", "--quiet", action="store_true")
+    args = p.parse_args(argv)
+    bar = Bar(args.quiet or quiet)
+    path = download(BACKBONES[args.model], lambda d, t: bar.show(d, t, f"{d / 2**20:.0f}/{t / 2**20:.0f} MB"))
+    bar.close()
+    _say(args.quiet or quiet, f"nstyle: {args.model} weights in {path}")
+    return 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in argv
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="nstyle: %(levelname)s: %(message)s", stream=sys.stderr)
+    # A polite kill (SIGTERM) saves the work like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        if argv[:1] == ["download"]:
+            return run_download(argv[1:], quiet=False)
+        args = build_parser().parse_args(argv)
+        return run_stylize(args)
+    except UsageError as e:
+        print(f"nstyle: error: {e} (see nstyle --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nnstyle: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ImageError, WeightsError, LayerError, ConfigError) as e:
+        return _fail(e, verbose)
+    except MemoryError as e:
+        return _fail(e, verbose, "out of memory: try a smaller --size")
+    except Exception as e:  # anything else: still one line, with the traceback on request
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "out of memory" in text.lower():
+            return _fail(e, verbose, "out of memory: try a smaller --size")
+        return _fail(e, verbose, f"unexpected error: {text} (run with --verbose for details)")
+
+
+def _fail(e: BaseException, verbose: bool, text: str | None = None) -> int:
+    if verbose:
+        traceback.print_exception(e)
+    print(f"nstyle: error: {text or str(e).splitlines()[0]}", file=sys.stderr)
+    return EXIT_ERROR

