@@ -37,6 +37,11 @@ def _chw(t: torch.Tensor) -> np.ndarray:
     return t.permute(1, 2, 0).double().numpy()
 
 
+def _pil_mode(path) -> str:
+    with Image.open(path) as im:
+        return im.mode
+
+
 def _assert_one_line_error(excinfo: pytest.ExceptionInfo, name: str, fragment: str) -> None:
     message = str(excinfo.value)
     assert name in message
@@ -67,7 +72,8 @@ def test_save_rounds_half_to_even_and_clips(tmp_path):
     img[0, 0, 4] = 7.0
     path = tmp_path / "r.png"
     save_image(img, path)
-    got = np.asarray(Image.open(path))[0, :, 0].tolist()
+    with Image.open(path) as im:
+        got = np.asarray(im)[0, :, 0].tolist()
     assert got == [0, 2, 2, 0, 255]
 
 
@@ -151,7 +157,7 @@ def test_palette(tmp_path):
     im.putpixel((1, 0), 1)
     path = tmp_path / "p.png"
     im.save(path)
-    assert Image.open(path).mode == "P"
+    assert _pil_mode(path) == "P"
     out = load_image(path)
     assert torch.equal(out[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
     assert torch.equal(out[:, 0, 1], torch.tensor([0.0, 0.0, 1.0]))
@@ -164,8 +170,8 @@ def test_palette_with_transparency(tmp_path):
     im.info["transparency"] = 1  # index 1 (black) is transparent
     path = tmp_path / "pt.png"
     im.save(path)
-    reread = Image.open(path)
-    assert reread.mode == "P" and "transparency" in reread.info
+    with Image.open(path) as reread:
+        assert reread.mode == "P" and "transparency" in reread.info
     out = load_image(path)
     assert torch.equal(out[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
     assert torch.equal(out[:, 0, 1], torch.ones(3))
@@ -185,7 +191,7 @@ def test_one_bit(tmp_path):
     im.putpixel((1, 0), 1)
     path = tmp_path / "b.png"
     im.save(path)
-    assert Image.open(path).mode == "1"
+    assert _pil_mode(path) == "1"
     out = load_image(path)
     assert torch.equal(out[:, 0, 0], torch.zeros(3))
     assert torch.equal(out[:, 0, 1], torch.ones(3))
@@ -194,21 +200,21 @@ def test_one_bit(tmp_path):
 def test_cmyk(tmp_path):
     path = tmp_path / "c.tif"
     Image.new("CMYK", (2, 2), (0, 255, 255, 0)).save(path)  # pure red ink-wise
-    assert Image.open(path).mode == "CMYK"
+    assert _pil_mode(path) == "CMYK"
     assert torch.equal(load_image(path)[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
 
 
 def test_la_half_transparent_black(tmp_path):
     path = tmp_path / "la.png"
     Image.new("LA", (2, 2), (0, 51)).save(path)  # black at alpha 0.2 -> 0.8 grey
-    assert Image.open(path).mode == "LA"
+    assert _pil_mode(path) == "LA"
     assert torch.allclose(load_image(path), torch.full((3, 2, 2), 0.8), atol=1e-6)
 
 
 def test_i16_png_scales_full_range(tmp_path):
     path = tmp_path / "g16.png"
     Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16)).save(path)
-    assert Image.open(path).mode.startswith("I")
+    assert _pil_mode(path).startswith("I")
     out = load_image(path)
     assert out[0, 0, 0] == 0.0 and out[0, 0, 2] == 1.0
     assert abs(float(out[0, 0, 1]) - 0.5) < 1e-4

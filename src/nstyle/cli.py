@@ -15,11 +15,11 @@ import time
 import traceback
 from pathlib import Path
 
-from . import __version__
+from . import __version__, schedule
 from .config import DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRESETS, Config, ConfigError, preset
 from .image import SUPPORTED_OUTPUT, ImageError, atomic_write_bytes, load_image, save_image
-from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download
-from .optimize import Diverged, Interrupted, Progress, stylize
+from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download, resolve_layer
+from .optimize import Diverged, Interrupted, Progress, resolve_device, stylize
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 D = Config()  # defaults shown in the help come from the config dataclass
@@ -77,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--noise-ratio", type=_float, help=f"blend noise into the initial image, 0-1 (default: {D.noise_ratio:g})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {D.optimizer})")
-    g.add_argument("-n", "--iterations", type=_positive_int, help=f"(default: {D.iterations})")
+    g.add_argument("-n", "--iterations", type=_positive_int, nargs="+", metavar="N",
+                   help="per scale: one number for every scale, or one per scale from coarse to fine "
+                        f"(default: {' '.join(map(str, schedule.default_iterations(D.scales)))})")
+    g.add_argument("--scales", type=_positive_int, help=f"coarse-to-fine sizes, 1 for the output size only (default: {D.scales})")
+    g.add_argument("--min-size", type=_positive_int, help=f"long side of the coarsest scale (default: {D.min_size})")
+    g.add_argument("--tolerance", type=_float, help="stop a scale when the loss falls by less than this "
+                   f"fraction per step (default: {D.tolerance:g}, off)")
     g.add_argument("--learning-rate", "--lr", type=_float, dest="learning_rate",
                    help="(default: lbfgs 1, adam 5, sgd 100)")
     g.add_argument("--line-search", action="store_true", default=None, help="lbfgs: strong-Wolfe line search")
@@ -101,14 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
 # Options that map one to one onto Config fields.
 _CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers", "size",
                    "style_scale", "style_weights", "init", "noise_ratio", "optimizer", "iterations",
-                   "learning_rate", "line_search", "seed", "model", "weights", "pooling", "device")
+                   "learning_rate", "line_search", "seed", "model", "weights", "pooling", "device",
+                   "scales", "min_size", "tolerance")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     given = {k: getattr(args, k) for k in _CONFIG_OPTIONS if getattr(args, k) is not None}
-    for k in ("content_layers", "style_layers", "style_weights"):
+    for k in ("content_layers", "style_layers", "style_weights", "iterations"):
         if k in given:
             given[k] = tuple(given[k])
+    if len(given.get("iterations", ())) == 1:
+        given["iterations"] = given["iterations"][0]
     return preset(args.preset, **given)
 
 
@@ -116,18 +125,24 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 class Bar:
-    """A one-line progress bar on stderr (a line every 10 % where stderr is not a terminal)."""
+    """A one-line progress bar on stderr.
 
-    def __init__(self, quiet: bool, stream=sys.stderr):
+    Where stderr is not a terminal: a line every 10 %, and one for the first update when
+    ``first_line`` (a log then shows the run has started).
+    """
+
+    def __init__(self, quiet: bool, stream=sys.stderr, first_line: bool = True):
         self.quiet = quiet
         self.stream = stream
         self.tty = stream.isatty()
-        self.last_tenth = -1
+        self.last_tenth = -1 if first_line else 0
+        self.shown = False
 
     def show(self, done: float, total: float, text: str) -> None:
         if self.quiet or total <= 0:
             return
         frac = min(1.0, done / total)
+        self.shown = True
         if self.tty:
             filled = int(frac * 24)
             self.stream.write(f"\r[{'#' * filled}{'.' * (24 - filled)}] {text}\x1b[K")
@@ -138,7 +153,8 @@ class Bar:
             self.stream.flush()
 
     def close(self) -> None:
-        if not self.quiet and self.tty:
+        if self.shown and self.tty:
+            self.shown = False
             self.stream.write("\n")
             self.stream.flush()
 
@@ -194,17 +210,23 @@ def run_stylize(args: argparse.Namespace) -> int:
     if config.style_weights is not None and len(config.style_weights) != len(styles):
         raise ConfigError(f"{len(config.style_weights)} style weights for {len(styles)} style images")
 
-    bar = Bar(args.quiet)
     explicit = config.model != "auto" or config.weights is not None
+    fetch = Bar(args.quiet, first_line=False)
     choice = choose_weights(config.model, config.weights, allow_download=True,
-                            progress=lambda done, total: bar.show(done, total, f"downloading {done / 2**20:.0f}"
-                                                                  f"/{total / 2**20:.0f} MB"))
+                            progress=lambda done, total: fetch.show(done, total, f"downloading {done / 2**20:.0f}"
+                                                                    f"/{total / 2**20:.0f} MB"))
+    fetch.close()
+    # Everything that can be checked before the long part is checked before it.
+    resolve_device(config.device)
+    for name in (*config.content_layers, *config.style_layers):
+        resolve_layer(name, choice.spec)
     if not explicit:
         why = "" if choice.spec.name == "vgg19" else (
             " (vgg19 weights not found; 'nstyle download vgg19' fetches them)")
         _say(args.quiet, f"nstyle: using {choice.spec.name}{why}")
     config = config.replace(model=choice.spec.name, weights=str(choice.path))
 
+    bar = Bar(args.quiet)
     history: list[dict] = []
     meta = {"version": __version__, "model": choice.spec.name, "weights_md5": choice.md5,
             "seed": config.seed, "content": args.content, "styles": args.styles,
@@ -219,7 +241,8 @@ def run_stylize(args: argparse.Namespace) -> int:
         history.append({"step": p.step, "elapsed": round(p.elapsed, 3), "evaluations": p.evaluations,
                         **{k: v for k, v in p.terms().items()}})
         left = p.elapsed / p.step * (p.total - p.step)
-        bar.show(p.step, p.total, f"{p.step}/{p.total} loss {p.loss:.4g} (content {p.content:.3g} "
+        where = f"scale {p.scale}/{p.scales} {p.size[1]}x{p.size[0]} " if p.scales > 1 else ""
+        bar.show(p.step, p.total, f"{p.step}/{p.total} {where}loss {p.loss:.4g} (content {p.content:.3g} "
                  f"style {p.style:.3g} tv {p.tv:.3g}) {_duration(p.elapsed)} elapsed, {_duration(left)} left")
         if args.save_every and p.step % args.save_every == 0 and p.step < p.total:
             write(p.image(), snapshot_path(out, p.step, p.total), p)
@@ -273,7 +296,7 @@ def run_download(argv: list[str], quiet: bool) -> int:
     p.add_argument("model", choices=["vgg19"])
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
-    bar = Bar(args.quiet or quiet)
+    bar = Bar(args.quiet or quiet, first_line=False)
     path = download(BACKBONES[args.model], lambda d, t: bar.show(d, t, f"{d / 2**20:.0f}/{t / 2**20:.0f} MB"))
     bar.close()
     _say(args.quiet or quiet, f"nstyle: {args.model} weights in {path}")

@@ -43,7 +43,13 @@ class Config:
     noise_ratio: float = 0.0               # blend of uniform noise (+-20 units) into the initial image
     # --- the optimisation ---
     optimizer: str = "lbfgs"               # lbfgs, adam or sgd
-    iterations: int = 300                  # optimiser steps (one step = one iteration = one callback)
+    # Optimiser steps per scale (one step = one iteration = one callback): None for the
+    # schedule's default (100, 60, 30 for three scales), one number for every scale, or
+    # one per scale from coarse to fine.
+    iterations: int | tuple[int, ...] | None = None
+    scales: int = 3                        # coarse-to-fine: number of sizes (1 = the output size only)
+    min_size: int = 128                    # long side of the coarsest scale
+    tolerance: float = 0.0                 # stop a scale when the loss falls less than this fraction per step
     learning_rate: float | None = None     # default per optimiser: lbfgs 1, adam 5 (0-255 units), sgd 100
     lr_decay: float = 0.96                 # sgd: learning rate x lr_decay every lr_decay_steps (Keras example)
     lr_decay_steps: int = 100
@@ -74,8 +80,17 @@ class Config:
         _number("style_scale", self.style_scale, lo=0.0, strict=True)
         if self.learning_rate is not None:
             _number("learning_rate", self.learning_rate, lo=0.0, strict=True)
-        if not 1 <= self.iterations <= 1_000_000:
-            raise ConfigError(f"iterations must be between 1 and 1000000, not {self.iterations}")
+        counts = (self.iterations,) if isinstance(self.iterations, int) else self.iterations or ()
+        for n in counts:
+            if not isinstance(n, int) or not 1 <= n <= 1_000_000:
+                raise ConfigError(f"iterations must be between 1 and 1000000, not {n}")
+        if not 1 <= self.scales <= 10:
+            raise ConfigError(f"scales must be between 1 and 10, not {self.scales}")
+        if len(counts) > 1 and len(counts) != self.scales:
+            raise ConfigError(f"{len(counts)} iteration counts for {self.scales} scales: give one, or one per scale")
+        if not 16 <= self.min_size <= 65_536:
+            raise ConfigError(f"min size must be between 16 and 65536 pixels, not {self.min_size}")
+        _number("tolerance", self.tolerance, lo=0.0)
         if not 1 <= self.history_size <= 10_000:
             raise ConfigError(f"history size must be between 1 and 10000, not {self.history_size}")
         if self.lr_decay_steps < 1:
@@ -113,7 +128,7 @@ KERAS_PRESET = dict(
     content_layers=("relu5_2",),
     style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
     loss_form="keras", size=400, size_rows=True, resample="nearest",
-    optimizer="sgd", iterations=4000, learning_rate=100.0, lr_decay=0.96, lr_decay_steps=100,
+    optimizer="sgd", iterations=4000, scales=1, learning_rate=100.0, lr_decay=0.96, lr_decay_steps=100,
     clamp=False, init="content", noise_ratio=0.0, pooling="max",
 )
 

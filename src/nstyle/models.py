@@ -23,6 +23,7 @@ are aliases: Keras' ``block{b}_conv{i}`` layer includes its ReLU, so it is ``rel
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import logging
 import os
@@ -231,7 +232,14 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "nstyle"
 
 
-def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def md5sum(path: str | os.PathLike) -> str:
+    """The file's MD5, remembered while its size and modification time stay the same."""
+    st = os.stat(path)
+    return _md5(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _md5(path: str, size: int, mtime_ns: int, chunk: int = 1 << 20) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -355,7 +363,8 @@ def read_craft(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.T
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and IO errors all mean "not this file"
-        raise WeightsError(f"cannot read CRAFT weights from '{path}': {str(e).splitlines()[0]}") from e
+        raise WeightsError(f"cannot read CRAFT weights from '{path}': not a PyTorch checkpoint "
+                           f"(or a corrupt one)") from e
     if not isinstance(state, dict):
         raise WeightsError(f"'{path}' is not a CRAFT state dict")
     convs = {}
@@ -402,7 +411,7 @@ def choose_weights(model: str, weights: str | os.PathLike | None = None,
     ``model`` is 'auto', 'vgg19' or 'vgg16bn-craft'. 'auto' takes vgg19 when its weights are
     already on the machine (``weights`` given, or in the cache), else vgg16bn-craft. A
     pinned file whose MD5 differs is refused; a user's own ``weights`` file of another MD5
-    is used with a warning if its layout fits.
+    is used, with a warning once it has loaded, if its layout fits.
     """
     if model not in ("auto", *BACKBONES):
         close = difflib.get_close_matches(model, ["auto", *BACKBONES], n=1)
@@ -415,11 +424,7 @@ def choose_weights(model: str, weights: str | os.PathLike | None = None,
         if model == "auto":
             model = "vgg19" if path.suffix.lower() in (".h5", ".hdf5") else "vgg16bn-craft"
         spec = BACKBONES[model]
-        digest = md5sum(path)
-        if digest != spec.md5:
-            log.warning("%s has MD5 %s, not the pinned %s; using it as %s weights",
-                        path, digest, spec.md5, spec.name)
-        return WeightsChoice(spec, path, digest)
+        return WeightsChoice(spec, path, md5sum(path))
     if model == "auto":
         model = "vgg19" if default_weights_path(VGG19) else "vgg16bn-craft"
     spec = BACKBONES[model]
@@ -441,4 +446,19 @@ def choose_weights(model: str, weights: str | os.PathLike | None = None,
 
 def load_backbone(choice: WeightsChoice, outputs: Iterable[str], pooling: str = "max") -> Backbone:
     """Build the backbone cut after the deepest of ``outputs``, with the chosen weights."""
-    return Backbone(choice.spec, read_weights(choice.spec, choice.path), outputs, pooling)
+    convs = _read_cached(choice.spec.name, str(choice.path), choice.md5)
+    net = Backbone(choice.spec, convs, outputs, pooling)
+    if choice.md5 != choice.spec.md5 and str(choice.path) not in _warned:
+        _warned.add(str(choice.path))
+        log.warning("%s (MD5 %s) is not the pinned %s file; using it", choice.path, choice.md5, choice.spec.name)
+    return net
+
+
+_warned: set[str] = set()
+
+
+@functools.lru_cache(maxsize=2)
+def _read_cached(name: str, path: str, md5: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    # Keyed by checksum too, so a replaced file is read again. Backbone copies the
+    # tensors, so the cached ones are never modified.
+    return read_weights(BACKBONES[name], path)

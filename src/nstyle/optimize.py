@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import losses
+from . import losses, schedule
 from .config import Config, ConfigError
 from .image import fit_size, load_image, resize
 from .models import Backbone, choose_weights, load_backbone, resolve_layer
@@ -50,6 +50,8 @@ class Progress:
     elapsed: float        # seconds since stylize() started
     evaluations: int      # forward+backward passes so far
     size: tuple[int, int]  # (height, width) of the image being optimised
+    scale: int = 1        # 1-based index of the current scale of the coarse-to-fine schedule
+    scales: int = 1       # number of scales
     _pixels: torch.Tensor = field(repr=False, default=None)
 
     def image(self) -> torch.Tensor:
@@ -201,9 +203,10 @@ def stylize(content, styles, config: Config | None = None,
     """Paint ``content`` in the manner of ``styles``; return the image (3, H, W) in [0, 1].
 
     ``content`` and each of ``styles`` are paths or (3, H, W) float tensors in [0, 1].
-    ``callback(progress)`` is called after every iteration. Ctrl-C raises ``Interrupted``
-    carrying the current image; a diverging loss raises ``Diverged`` carrying the last
-    good one.
+    Runs the coarse-to-fine schedule of ``config`` (see ``schedule.plan``), with targets
+    recomputed at every scale. ``callback(progress)`` is called after every iteration.
+    Ctrl-C raises ``Interrupted`` carrying the current image; a diverging loss raises
+    ``Diverged`` carrying the last good one (both at the output size).
 
     >>> img = stylize("photo.jpg", ["painting.jpg"], Config(size=256))  # doctest: +SKIP
     """
@@ -226,26 +229,64 @@ def stylize(content, styles, config: Config | None = None,
     net = load_backbone(choice, [*config.content_layers, *config.style_layers], config.pooling).to(device)
 
     out_hw = output_size(*content_img.shape[-2:], config)
-    c = resize(content_img, out_hw, config.resample).unsqueeze(0).to(device) * 255.0
-    s = [resize(img, style_size(img.shape[-2:], out_hw, config, config.style_scale), config.resample)
-         .unsqueeze(0).to(device) * 255.0 for img in style_imgs]
-    objective = Objective(net, c, s, weights, config)
-    first_style = c if config.init != "style" else resize(style_imgs[0], out_hw, config.resample).unsqueeze(0).to(device) * 255.0
-    x = initial_pixels(c, first_style, config, generator).requires_grad_(True)
-    return _run(objective, x, config, callback, start)
+    scales = schedule.plan(max(out_hw), config.scales, config.min_size, config.iterations)
+    state = _State(callback, start, total=sum(sc.iterations for sc in scales), scales=len(scales))
+
+    def prepare(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        return resize(img, hw, config.resample).unsqueeze(0).to(device) * 255.0
+
+    x = None
+    try:
+        for index, scale in enumerate(scales):
+            hw = out_hw if index == len(scales) - 1 else fit_size(*out_hw, scale.size)
+            c = prepare(content_img, hw)
+            s = [prepare(img, style_size(img.shape[-2:], hw, config, config.style_scale)) for img in style_imgs]
+            objective = Objective(net, c, s, weights, config)
+            if x is None:
+                first = prepare(style_imgs[0], hw) if config.init == "style" else c
+                x = initial_pixels(c, first, config, generator)
+            else:
+                # Continue from the coarser result, upsampled.
+                x = _upsample(x.detach(), hw)
+            state.scale = index + 1
+            x = _run(objective, x.requires_grad_(True), config, scale.iterations, state)
+    except (Interrupted, Diverged) as e:
+        e.image = resize(e.image, out_hw, "bicubic")
+        raise
+    except KeyboardInterrupt:
+        # Between two scales: the last scale's result is the work to keep.
+        if x is None:
+            raise
+        raise Interrupted(resize(pixels_to_image(x), out_hw, "bicubic"), state.progress) from None
+    return pixels_to_image(x)
 
 
-def _run(objective: Objective, x: torch.Tensor, config: Config,
-         callback: Callable[[Progress], None] | None, start: float) -> torch.Tensor:
-    """The optimisation loop at one size; returns the image (3, H, W) in [0, 1]."""
+def _upsample(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    return torch.nn.functional.interpolate(pixels, size=hw, mode="bicubic", align_corners=False).clamp(0, 255)
+
+
+@dataclass
+class _State:
+    """Counters that run across the scales of one stylize() call."""
+
+    callback: Callable[[Progress], None] | None
+    start: float
+    total: int
+    scales: int
+    scale: int = 0
+    step: int = 0
+    evaluations: int = 0
+    progress: Progress | None = None  # the latest
+
+
+def _run(objective: Objective, x: torch.Tensor, config: Config, iterations: int, state: _State) -> torch.Tensor:
+    """The optimisation loop at one size; returns the pixels (1, 3, H, W) in 0-255."""
     opt, sched = _optimizer(x, config)
-    evaluations = 0
     # The line search evaluates points that the next step evaluates again; remember them.
     cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]] = []
     first: dict = {}  # the loss and terms at the start of the current step
 
     def closure():
-        nonlocal evaluations
         for px, loss, grad, terms in cache:
             if torch.equal(px, x.detach()):
                 x.grad = grad.clone()
@@ -255,7 +296,7 @@ def _run(objective: Objective, x: torch.Tensor, config: Config,
         opt.zero_grad(set_to_none=False)
         loss, terms = objective(x)
         loss.backward()
-        evaluations += 1
+        state.evaluations += 1
         loss = loss.detach()
         terms = {k: float(v.detach()) for k, v in terms.items()}
         if config.line_search:
@@ -267,8 +308,9 @@ def _run(objective: Objective, x: torch.Tensor, config: Config,
 
     good = x.detach().clone()
     progress = None
+    history: list[float] = []
     try:
-        for step in range(1, config.iterations + 1):
+        for i in range(1, iterations + 1):
             first.clear()
             if config.optimizer == "lbfgs":
                 opt.step(closure)
@@ -279,18 +321,34 @@ def _run(objective: Objective, x: torch.Tensor, config: Config,
                     sched.step()
             loss_value = float(first["loss"])
             if not math.isfinite(loss_value):
-                raise Diverged(f"the loss became {loss_value} at step {step}; "
+                raise Diverged(f"the loss became {loss_value} at step {state.step + 1}; "
                                f"lower the learning rate (now {config.lr:g})", pixels_to_image(good))
             if config.clamp:
                 with torch.no_grad():
                     x.clamp_(0.0, 255.0)
             good = x.detach().clone()
+            state.step += 1
+            history.append(loss_value)
+            stop = _converged(history, config.tolerance)
+            if stop:
+                state.total -= iterations - i  # the rest of this scale is skipped
             terms = first["terms"]
-            progress = Progress(step, config.iterations, loss_value, terms["content"], terms["style"],
-                                terms["tv"], time.perf_counter() - start, evaluations,
-                                tuple(x.shape[-2:]), x)
-            if callback is not None:
-                callback(progress)
+            progress = Progress(state.step, state.total, loss_value, terms["content"], terms["style"],
+                                terms["tv"], time.perf_counter() - state.start, state.evaluations,
+                                tuple(x.shape[-2:]), state.scale, state.scales, x)
+            state.progress = progress
+            if state.callback is not None:
+                state.callback(progress)
+            if stop:
+                break
     except KeyboardInterrupt:
         raise Interrupted(pixels_to_image(good), progress) from None
-    return pixels_to_image(x)
+    return x.detach()
+
+
+def _converged(history: list[float], tolerance: float, window: int = 5) -> bool:
+    """True when the loss fell by less than ``tolerance`` (relative) per step over the last window."""
+    if tolerance <= 0 or len(history) <= window:
+        return False
+    drop = (history[-window - 1] - history[-1]) / (window * abs(history[-1]) + 1e-12)
+    return drop < tolerance

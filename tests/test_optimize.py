@@ -1,0 +1,207 @@
+"""stylize() on tiny images with the real vgg16bn-craft network (it ships in a pip package)."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from nstyle import Config, ConfigError, Diverged, Interrupted, losses, preset, stylize
+from nstyle.models import Backbone
+from nstyle.optimize import Objective, initial_pixels, output_size, resolve_device, style_size
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
+
+
+def tiny(seed: int, h: int = 40, w: int = 48) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    # A smooth gradient plus noise: something with both structure and texture.
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    base = torch.stack([yy, xx, (yy + xx) / 2])
+    return (0.7 * base + 0.3 * torch.rand(3, h, w, generator=g)).clamp(0, 1)
+
+
+def run(config: Config, styles=None, callback=None):
+    record = []
+
+    def cb(p):
+        record.append(p)
+        if callback:
+            callback(p)
+
+    image = stylize(tiny(0), styles or [tiny(1, 48, 40)], config, callback=cb)
+    return image, record
+
+
+SMALL = dict(size=48, model="vgg16bn-craft")
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam", "sgd"])
+def test_loss_falls(optimizer):
+    lr = {"sgd": 1e-4}.get(optimizer)  # plain SGD on the relative loss needs a small rate
+    config = Config(**SMALL, optimizer=optimizer, iterations=8, learning_rate=lr)
+    image, record = run(config)
+    assert [p.step for p in record] == list(range(1, 9))  # 48 px: one scale
+    assert record[-1].loss < record[0].loss
+    assert record[-1].style < record[0].style
+    assert image.shape == (3, 40, 48) and 0 <= image.min() and image.max() <= 1
+    assert record[0].content == pytest.approx(0.0)  # starts from the content image
+
+
+def test_progress_records():
+    _, record = run(Config(**SMALL, iterations=3))
+    p = record[-1]
+    assert (p.step, p.total, p.size) == (3, 3, (40, 48))
+    assert p.loss == pytest.approx(p.content + p.style + p.tv, rel=1e-5)
+    assert p.evaluations == 3  # L-BFGS without line search: one evaluation per step
+    assert [q.elapsed for q in record] == sorted(q.elapsed for q in record)
+    snapshot = p.image()
+    assert snapshot.shape == (3, 40, 48)
+    snapshot += 1  # a copy: the run's pixels are untouched
+    assert p.image().max() <= 1
+
+
+def test_line_search_counts_evaluations():
+    _, record = run(Config(**SMALL, iterations=3, line_search=True))
+    assert record[-1].evaluations >= 3
+    assert record[-1].loss < record[0].loss
+
+
+def test_same_seed_same_result():
+    config = Config(**SMALL, iterations=3, init="noise")
+    a, _ = run(config)
+    b, _ = run(config)
+    c, _ = run(config.replace(seed=1))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_targets_computed_once(monkeypatch):
+    calls = []
+    forward = Backbone.forward
+    monkeypatch.setattr(Backbone, "forward", lambda self, x: calls.append(x.shape) or forward(self, x))
+    run(Config(**SMALL, iterations=4), styles=[tiny(1), tiny(2)])
+    # content + two styles once, then one evaluation per iteration
+    assert len(calls) == 3 + 4
+
+
+def test_style_blend_is_weighted_gram_sum():
+    from nstyle.models import choose_weights, load_backbone
+    net = load_backbone(choose_weights("vgg16bn-craft"), ["relu1_1", "relu2_1"])
+    c, s1, s2 = (t.unsqueeze(0) * 255 for t in (tiny(0), tiny(1), tiny(2)))
+    config = Config(**SMALL, content_layers=("relu2_1",), style_layers=("relu1_1",))
+    obj = Objective(net, c, [s1, s2], [1.0, 3.0], config)
+    with torch.no_grad():
+        expected = 0.25 * losses.gram(net(s1)["relu1_1"]) + 0.75 * losses.gram(net(s2)["relu1_1"])
+    assert torch.allclose(obj.style_targets["relu1_1"], expected, rtol=1e-5)
+
+
+def test_interrupt_keeps_the_image():
+    def stop(p):
+        if p.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as info:
+        run(Config(**SMALL, iterations=50), callback=stop)
+    assert info.value.progress.step == 2
+    assert info.value.image.shape == (3, 40, 48)
+    assert torch.equal(info.value.image, info.value.progress.image())
+
+
+def test_divergence_returns_last_good_image():
+    config = Config(**SMALL, optimizer="sgd", learning_rate=1e30, clamp=False, iterations=20)
+    with pytest.raises(Diverged, match="lower the learning rate") as info:
+        run(config)
+    assert torch.isfinite(info.value.image).all()
+
+
+def test_initial_images():
+    g = torch.Generator().manual_seed(0)
+    content = torch.full((1, 3, 4, 4), 200.0)
+    style = torch.full((1, 3, 4, 4), 10.0)
+    assert torch.equal(initial_pixels(content, style, Config(init="style"), g), style)
+    assert torch.equal(initial_pixels(content, style, Config(), g), content)
+    noise = initial_pixels(content, style, Config(init="noise"), g)
+    centre = torch.tensor([123.68, 116.779, 103.939]).view(1, 3, 1, 1)
+    assert ((noise - centre).abs() <= 20).all() and noise.std() > 1
+    half = initial_pixels(content, style, Config(noise_ratio=0.5), torch.Generator().manual_seed(0))
+    pure = initial_pixels(content, style, Config(init="noise"), torch.Generator().manual_seed(0))
+    # r * noise + (1 - r) * content, around the centre: the average of the two.
+    assert torch.allclose(half, (pure + content) / 2, atol=1e-4)
+
+
+def test_sizes():
+    assert output_size(768, 1024, Config(size=512)) == (384, 512)
+    assert output_size(768, 1024, preset("keras")) == (400, 533)  # the Keras example's rows
+    assert style_size((1000, 500), (384, 512), Config(), 0.5) == (256, 128)
+    assert style_size((1000, 500), (400, 533), preset("keras"), 1.0) == (400, 533)
+
+
+def test_keras_preset_fields():
+    k = preset("keras")
+    assert (k.content_weight, k.style_weight, k.tv_weight) == (2.5e-8, 1e-6, 1e-6)
+    assert (k.optimizer, k.lr, k.iterations, k.loss_form) == ("sgd", 100.0, 4000, "keras")
+    assert preset("keras", iterations=10).iterations == 10
+
+
+@pytest.mark.parametrize("bad", [
+    dict(size=8), dict(iterations=0), dict(style_weight=-1.0), dict(noise_ratio=1.5),
+    dict(optimizer="bfgs"), dict(style_scale=0.0), dict(content_weight=float("nan")),
+    dict(style_weights=(0.0, 0.0)), dict(learning_rate=0.0),
+])
+def test_config_refuses(bad):
+    with pytest.raises(ConfigError):
+        Config(**bad)
+
+
+def test_style_weight_count_must_match():
+    with pytest.raises(ConfigError, match="2 style weights for 1"):
+        run(Config(**SMALL, style_weights=(1.0, 2.0)))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_unavailable_device():
+    with pytest.raises(ConfigError, match="not available"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type in ("cpu", "mps")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/images")
+def test_keras_preset_reproduces_the_reference_trace():
+    """The Keras example's own code on this network starts at 10172.77 (DEVELOPERS.md, issue 3)."""
+    trace = []
+    stylize(SHARED / "content" / "tubingen.jpg", [SHARED / "style" / "starry_night.jpg"],
+            preset("keras", iterations=2, model="vgg16bn-craft"), callback=lambda p: trace.append(p))
+    assert trace[0].size == (400, 533)
+    assert trace[0].loss == pytest.approx(10172.77, abs=0.01)
+    assert trace[1].loss < trace[0].loss
+
+
+def test_coarse_to_fine():
+    config = Config(size=96, min_size=48, scales=2, iterations=(3, 2), model="vgg16bn-craft")
+    record = []
+    image = stylize(tiny(0, 60, 80), [tiny(1)], config, callback=record.append)
+    assert [(p.step, p.total, p.scale, p.scales) for p in record] == [
+        (1, 5, 1, 2), (2, 5, 1, 2), (3, 5, 1, 2), (4, 5, 2, 2), (5, 5, 2, 2)]
+    assert record[0].size == (36, 48) and record[-1].size == (72, 96)
+    assert image.shape == (3, 72, 96)
+    # The fine scale starts from the upsampled coarse result, not from the photo again.
+    assert record[3].content > 0
+
+
+def test_interrupt_at_a_coarse_scale_gives_the_output_size():
+    def stop(p):
+        if p.step == 2:
+            raise KeyboardInterrupt
+
+    config = Config(size=96, min_size=48, scales=2, iterations=(3, 2), model="vgg16bn-craft")
+    with pytest.raises(Interrupted) as info:
+        stylize(tiny(0, 60, 80), [tiny(1)], config, callback=stop)
+    assert info.value.image.shape == (3, 72, 96)
+
+
+def test_tolerance_stops_early():
+    record = []
+    config = Config(**SMALL, iterations=200, tolerance=0.5)  # any step that gains < 50 % stops
+    stylize(tiny(0), [tiny(1)], config, callback=record.append)
+    assert 6 <= len(record) < 200
+    assert record[-1].total == record[-1].step
