@@ -240,10 +240,11 @@ def run_stylize(args: argparse.Namespace) -> int:
     def on_progress(p: Progress) -> None:
         history.append({"step": p.step, "elapsed": round(p.elapsed, 3), "evaluations": p.evaluations,
                         **{k: v for k, v in p.terms().items()}})
-        left = p.elapsed / p.step * (p.total - p.step)
+        left = p.elapsed * (1 - p.fraction) / max(p.fraction, 1e-9)
+        eta = f"{_duration(left)} left" if p.step >= 3 else "estimating time left"
         where = f"scale {p.scale}/{p.scales} {p.size[1]}x{p.size[0]} " if p.scales > 1 else ""
         bar.show(p.step, p.total, f"{p.step}/{p.total} {where}loss {p.loss:.4g} (content {p.content:.3g} "
-                 f"style {p.style:.3g} tv {p.tv:.3g}) {_duration(p.elapsed)} elapsed, {_duration(left)} left")
+                 f"style {p.style:.3g} tv {p.tv:.3g}) {_duration(p.elapsed)} elapsed, {eta}")
         if args.save_every and p.step % args.save_every == 0 and p.step < p.total:
             write(p.image(), snapshot_path(out, p.step, p.total), p)
 

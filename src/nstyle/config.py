@@ -16,6 +16,7 @@ PRESETS = ("default", "keras")
 MODELS = ("auto", "vgg19", "vgg16bn-craft")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LOSS_FORMS = ("relative", "keras")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,7 @@ class Config:
     iterations: int | tuple[int, ...] | None = None
     scales: int = 3                        # coarse-to-fine: number of sizes (1 = the output size only)
     min_size: int = 128                    # long side of the coarsest scale
+    restore_detail: bool = True            # add the photo's fine detail when moving to a finer scale
     tolerance: float = 0.0                 # stop a scale when the loss falls less than this fraction per step
     learning_rate: float | None = None     # default per optimiser: lbfgs 1, adam 5 (0-255 units), sgd 100
     lr_decay: float = 0.96                 # sgd: learning rate x lr_decay every lr_decay_steps (Keras example)
@@ -61,6 +63,9 @@ class Config:
     weights: str | None = None             # a weights file instead of the pinned one
     pooling: str = "max"                   # max or avg (Gatys et al. prefer avg)
     device: str = "auto"                   # auto, cpu, cuda or mps
+    # The network's arithmetic: 'auto' is bfloat16 where the processor computes it natively
+    # (CUDA; CPUs with AVX-512 BF16 or AMX), else float32. Losses and Grams stay float32.
+    precision: str = "auto"
     seed: int = 0                          # random seed (noise initial image); CPU runs repeat exactly
     preset: str = "default"                # the preset these values came from
 
@@ -73,6 +78,7 @@ class Config:
         _choice("loss_form", self.loss_form, LOSS_FORMS)
         _choice("resample", self.resample, ("area", "bicubic", "bilinear", "nearest"))
         _choice("preset", self.preset, PRESETS)
+        _choice("precision", self.precision, PRECISIONS)
         for name in ("content_weight", "style_weight", "tv_weight", "noise_ratio", "lr_decay"):
             _number(name, getattr(self, name), lo=0.0)
         if self.noise_ratio > 1:
@@ -122,14 +128,15 @@ class Config:
 # The Keras example (fchollet, keras.io "Neural style transfer", 2016/2020) exactly:
 # content block5_conv2 (relu5_2), style block{1..5}_conv1, weights 2.5e-8 / 1e-6 / 1e-6,
 # its loss normalisations, plain SGD at 100 decayed by 0.96 every 100 steps, 400-pixel
-# rows, nearest-neighbour resizing (keras.utils.load_img's default), no pixel clamping.
+# rows, nearest-neighbour resizing (keras.utils.load_img's default), no pixel clamping,
+# float32 arithmetic.
 KERAS_PRESET = dict(
     content_weight=2.5e-8, style_weight=1e-6, tv_weight=1e-6,
     content_layers=("relu5_2",),
     style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
     loss_form="keras", size=400, size_rows=True, resample="nearest",
     optimizer="sgd", iterations=4000, scales=1, learning_rate=100.0, lr_decay=0.96, lr_decay_steps=100,
-    clamp=False, init="content", noise_ratio=0.0, pooling="max",
+    clamp=False, init="content", noise_ratio=0.0, pooling="max", precision="float32",
 )
 
 

@@ -52,6 +52,7 @@ class Progress:
     size: tuple[int, int]  # (height, width) of the image being optimised
     scale: int = 1        # 1-based index of the current scale of the coarse-to-fine schedule
     scales: int = 1       # number of scales
+    fraction: float = 0.0  # share of the run's work done (steps weighted by their pixel count)
     _pixels: torch.Tensor = field(repr=False, default=None)
 
     def image(self) -> torch.Tensor:
@@ -122,6 +123,19 @@ def _as_image(x) -> torch.Tensor:
     return load_image(x)
 
 
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """'auto': bfloat16 on CUDA and on CPUs with native bfloat16 (AVX-512 BF16, AMX), else float32."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu":
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+            getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if native else torch.float32
+    return torch.float32
+
+
 class Objective:
     """The loss of Gatys et al. for one content image and one blend of styles at one size.
 
@@ -130,9 +144,10 @@ class Objective:
     """
 
     def __init__(self, net: Backbone, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                 style_weights: Sequence[float], config: Config):
+                 style_weights: Sequence[float], config: Config, dtype: torch.dtype = torch.float32):
         spec = net.spec
         self.net = net
+        self.dtype = dtype
         self.form = config.loss_form
         self.content_layers = [resolve_layer(n, spec) for n in config.content_layers]
         self.style_layers = [resolve_layer(n, spec) for n in config.style_layers]
@@ -142,18 +157,30 @@ class Objective:
         self.image_pixels = content.shape[-2] * content.shape[-1]
         normalize = self.form == "relative"
         with torch.no_grad():
-            feats = net(content)
+            feats = self.features(content)
             self.content_targets = {n: feats[n].detach() for n in self.content_layers}
             # Several styles blend as a weighted sum of their Gram matrices.
             total = sum(style_weights)
             self.style_targets = {n: 0 for n in self.style_layers}
             for style, w in zip(styles, style_weights):
-                feats = net(style)
+                feats = self.features(style)
                 for n in self.style_layers:
                     self.style_targets[n] = self.style_targets[n] + (w / total) * losses.gram(feats[n], normalize)
 
+    def features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network's activations, computed in ``dtype``, returned as float32."""
+        # The optimised pixels stay contiguous (L-BFGS flattens them); the network runs
+        # channels-last.
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+        if self.dtype == torch.float32:
+            return self.net(pixels)
+        with torch.autocast(pixels.device.type, dtype=self.dtype):
+            feats = self.net(pixels)
+        # Gram matrices and squared errors sum many terms: keep them in float32.
+        return {k: v.float() for k, v in feats.items()}
+
     def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        feats = self.net(pixels)
+        feats = self.features(pixels)
         zero = pixels.new_zeros(())
         content = sum((losses.content_loss(feats[n], t, self.form) for n, t in self.content_targets.items()), zero)
         normalize = self.form == "relative"
@@ -227,27 +254,37 @@ def stylize(content, styles, config: Config | None = None,
     generator = torch.Generator().manual_seed(config.seed)
     choice = choose_weights(config.model, config.weights, allow_download=config.model == "vgg19")
     net = load_backbone(choice, [*config.content_layers, *config.style_layers], config.pooling).to(device)
+    dtype = resolve_precision(config.precision, device)
+    # Channels-last lets oneDNN (CPU) and cuDNN pick their fastest convolutions.
+    net = net.to(memory_format=torch.channels_last)
 
     out_hw = output_size(*content_img.shape[-2:], config)
     scales = schedule.plan(max(out_hw), config.scales, config.min_size, config.iterations)
-    state = _State(callback, start, total=sum(sc.iterations for sc in scales), scales=len(scales))
+    sizes = [out_hw if i == len(scales) - 1 else fit_size(*out_hw, sc.size) for i, sc in enumerate(scales)]
+    state = _State(callback, start, total=sum(sc.iterations for sc in scales), scales=len(scales),
+                   work_total=sum(sc.iterations * h * w for sc, (h, w) in zip(scales, sizes)))
 
     def prepare(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         return resize(img, hw, config.resample).unsqueeze(0).to(device) * 255.0
 
     x = None
     try:
-        for index, scale in enumerate(scales):
-            hw = out_hw if index == len(scales) - 1 else fit_size(*out_hw, scale.size)
+        for index, (scale, hw) in enumerate(zip(scales, sizes)):
             c = prepare(content_img, hw)
             s = [prepare(img, style_size(img.shape[-2:], hw, config, config.style_scale)) for img in style_imgs]
-            objective = Objective(net, c, s, weights, config)
+            objective = Objective(net, c, s, weights, config, dtype)
             if x is None:
                 first = prepare(style_imgs[0], hw) if config.init == "style" else c
                 x = initial_pixels(c, first, config, generator)
             else:
-                # Continue from the coarser result, upsampled.
+                # Continue from the coarser result, upsampled, plus the photo's detail that
+                # the coarser scale could not hold (its own upsampling residual). A
+                # deviation from plain coarse-to-fine: without it the blurry start makes
+                # the style term dominate and the fine scale paints over the photo's shapes.
                 x = _upsample(x.detach(), hw)
+                if config.restore_detail:
+                    x = (x + c - _upsample(prev_c, hw)).clamp(0, 255)
+            prev_c = c
             state.scale = index + 1
             x = _run(objective, x.requires_grad_(True), config, scale.iterations, state)
     except (Interrupted, Diverged) as e:
@@ -277,6 +314,8 @@ class _State:
     step: int = 0
     evaluations: int = 0
     progress: Progress | None = None  # the latest
+    work_total: float = 1.0  # pixels x iterations of the whole schedule
+    work_done: float = 0.0
 
 
 def _run(objective: Objective, x: torch.Tensor, config: Config, iterations: int, state: _State) -> torch.Tensor:
@@ -330,12 +369,16 @@ def _run(objective: Objective, x: torch.Tensor, config: Config, iterations: int,
             state.step += 1
             history.append(loss_value)
             stop = _converged(history, config.tolerance)
-            if stop:
-                state.total -= iterations - i  # the rest of this scale is skipped
+            pixels = x.shape[-2] * x.shape[-1]
+            state.work_done += pixels
+            if stop:  # the rest of this scale is skipped
+                state.total -= iterations - i
+                state.work_total -= (iterations - i) * pixels
             terms = first["terms"]
             progress = Progress(state.step, state.total, loss_value, terms["content"], terms["style"],
                                 terms["tv"], time.perf_counter() - state.start, state.evaluations,
-                                tuple(x.shape[-2:]), state.scale, state.scales, x)
+                                tuple(x.shape[-2:]), state.scale, state.scales,
+                                state.work_done / state.work_total, x)
             state.progress = progress
             if state.callback is not None:
                 state.callback(progress)
