@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__, schedule
-from .config import DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRESETS, Config, ConfigError, preset
+from .config import DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, Config, ConfigError, preset
 from .image import SUPPORTED_OUTPUT, ImageError, atomic_write_bytes, load_image, save_image
 from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download, resolve_layer
 from .optimize import Diverged, Interrupted, Progress, resolve_device, stylize
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weights", metavar="FILE", help="a weights file instead of the pinned one")
     g.add_argument("--pooling", choices=POOLINGS, help=f"(default: {D.pooling})")
     g.add_argument("--device", choices=DEVICES, help=f"(default: {D.device})")
+    g.add_argument("--precision", choices=PRECISIONS, help="network arithmetic; auto is bfloat16 where the "
+                   f"processor has it natively (default: {D.precision})")
     g = p.add_argument_group("output")
     g.add_argument("--save-every", type=_positive_int, default=0, metavar="N",
                    help="also save a numbered snapshot every N iterations")
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 _CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers", "size",
                    "style_scale", "style_weights", "init", "noise_ratio", "optimizer", "iterations",
                    "learning_rate", "line_search", "seed", "model", "weights", "pooling", "device",
-                   "scales", "min_size", "tolerance")
+                   "scales", "min_size", "tolerance", "precision")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -127,8 +129,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
 class Bar:
     """A one-line progress bar on stderr.
 
-    Where stderr is not a terminal: a line every 10 %, and one for the first update when
-    ``first_line`` (a log then shows the run has started).
+    Where stderr is not a terminal: a line every 10 % short of the end (the caller reports
+    the end), and one for the first update when ``first_line`` (a log then shows the run
+    has started).
     """
 
     def __init__(self, quiet: bool, stream=sys.stderr, first_line: bool = True):
@@ -147,7 +150,7 @@ class Bar:
             filled = int(frac * 24)
             self.stream.write(f"\r[{'#' * filled}{'.' * (24 - filled)}] {text}\x1b[K")
             self.stream.flush()
-        elif int(frac * 10) > self.last_tenth:
+        elif int(frac * 10) > self.last_tenth and (frac < 1 or self.last_tenth < 0):
             self.last_tenth = int(frac * 10)
             self.stream.write(text + "\n")
             self.stream.flush()
