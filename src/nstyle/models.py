@@ -221,6 +221,54 @@ class Backbone(nn.Module):
         return out
 
 
+def values_per_pixel(names: Iterable[str], spec: BackboneSpec) -> float:
+    """Activation values the network keeps per input pixel, up to the last of ``names``.
+
+    Each conv and ReLU output is kept for the backward pass; each pooling quarters the
+    positions of what follows.
+    """
+    names = set(names)
+    total, area = 0.0, 1.0
+    for name, kind, _, cout in spec.layers:
+        if kind == "pool":
+            area /= 4
+        total += cout * area
+        if name in names and not (names := names - {name}):
+            break
+    return total
+
+
+def estimate_bytes(spec: BackboneSpec, outputs: Iterable[str], height: int, width: int,
+                   value_bytes: int = 4) -> int:
+    """Rough peak memory of one evaluation (forward, backward, loss) at one size.
+
+    Saved activations, as many again for their gradients during the backward pass, plus
+    the float32 copies of the loss layers and the image's optimiser state (L-BFGS history
+    of 100 steps: 2 x 100 x 3 values per pixel). Calibrated on this project's CPU runs
+    (benchmarks/speed.py prints measured peaks beside it).
+    """
+    outputs = [resolve_layer(n, spec) for n in outputs]
+    pixels = height * width
+    acts = values_per_pixel(outputs, spec) * pixels * value_bytes * 2
+    history = 2 * 100 * 3 * pixels * 4
+    return int(acts + history)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for a run on ``device``, or None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
 # --- weights -------------------------------------------------------------------------
 
 
