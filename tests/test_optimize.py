@@ -205,3 +205,26 @@ def test_tolerance_stops_early():
     stylize(tiny(0), [tiny(1)], config, callback=record.append)
     assert 6 <= len(record) < 200
     assert record[-1].total == record[-1].step
+
+
+def test_memory_check_refuses_what_cannot_fit(monkeypatch):
+    from nstyle import optimize
+    monkeypatch.setattr(optimize, "available_bytes", lambda device: 2 * 2**30)
+    with pytest.raises(ConfigError, match=r"needs about .* GB .* largest size that fits is about --size (\d+)") as info:
+        run(Config(size=4096, model="vgg16bn-craft"))
+    fits = int(info.value.args[0].rsplit(" ", 1)[1])
+    assert 256 < fits < 4096
+    # the size it suggests passes the same check
+    from nstyle.models import VGG16BN_CRAFT
+    optimize.preflight(tiny(0), Config(size=fits, model="vgg16bn-craft"), VGG16BN_CRAFT)
+
+
+def test_memory_estimate_grows_with_pixels():
+    from nstyle.models import VGG16BN_CRAFT, estimate_bytes, values_per_pixel
+    layers = ["relu4_2", "relu5_1"]
+    small = estimate_bytes(VGG16BN_CRAFT, layers, 100, 100)
+    large = estimate_bytes(VGG16BN_CRAFT, layers, 200, 200)
+    assert large - small == pytest.approx(3 * (small - estimate_bytes(VGG16BN_CRAFT, layers, 1, 1)), rel=1e-3)
+    # conv1_1 + relu1_1 alone keep 2 x 64 values per pixel
+    assert values_per_pixel(["relu1_1"], VGG16BN_CRAFT) == 128
+    assert values_per_pixel(["pool1"], VGG16BN_CRAFT) == 4 * 64 + 16

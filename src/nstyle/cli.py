@@ -18,8 +18,8 @@ from pathlib import Path
 from . import __version__, schedule
 from .config import DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, Config, ConfigError, preset
 from .image import SUPPORTED_OUTPUT, ImageError, atomic_write_bytes, load_image, save_image
-from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download, resolve_layer
-from .optimize import Diverged, Interrupted, Progress, resolve_device, stylize
+from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download
+from .optimize import Diverged, Interrupted, Progress, preflight, stylize
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 D = Config()  # defaults shown in the help come from the config dataclass
@@ -220,9 +220,7 @@ def run_stylize(args: argparse.Namespace) -> int:
                                                                     f"/{total / 2**20:.0f} MB"))
     fetch.close()
     # Everything that can be checked before the long part is checked before it.
-    resolve_device(config.device)
-    for name in (*config.content_layers, *config.style_layers):
-        resolve_layer(name, choice.spec)
+    preflight(content, config, choice.spec)
     if not explicit:
         why = "" if choice.spec.name == "vgg19" else (
             " (vgg19 weights not found; 'nstyle download vgg19' fetches them)")

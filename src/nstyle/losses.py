@@ -27,9 +27,28 @@ def gram(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
              [1., 1.]]])
     """
     n, c, h, w = features.shape
-    f = features.reshape(n, c, h * w)
-    g = torch.bmm(f, f.transpose(1, 2))
+    # Positions x channels: a view, not a copy, of channels-last feature maps.
+    x = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
+    g = _Gram.apply(x)
     return g / (h * w) if normalize else g
+
+
+class _Gram(torch.autograd.Function):
+    """X^T X for X of shape (N, P, C), with a one-matmul backward.
+
+    Autograd's own backward of bmm(X^T, X) makes two products and adds them; here
+    dL/dX = X (dG + dG^T), one product.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.bmm(x.transpose(1, 2), x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return torch.bmm(x, grad + grad.transpose(1, 2))
 
 
 def squared_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -238,20 +238,23 @@ def values_per_pixel(names: Iterable[str], spec: BackboneSpec) -> float:
     return total
 
 
-def estimate_bytes(spec: BackboneSpec, outputs: Iterable[str], height: int, width: int,
-                   value_bytes: int = 4) -> int:
-    """Rough peak memory of one evaluation (forward, backward, loss) at one size.
+# What a run holds whatever the size: the Python and torch runtime, the weights (read and
+# copied into the network). Measured as the peak RSS of a 64-pixel run on the CPU.
+FIXED_BYTES = 700 * 2**20
 
-    Saved activations, as many again for their gradients during the backward pass, plus
-    the float32 copies of the loss layers and the image's optimiser state (L-BFGS history
-    of 100 steps: 2 x 100 x 3 values per pixel). Calibrated on this project's CPU runs
-    (benchmarks/speed.py prints measured peaks beside it).
+
+def estimate_bytes(spec: BackboneSpec, outputs: Iterable[str], height: int, width: int,
+                   value_bytes: int = 4, history: int = 0) -> int:
+    """Rough peak memory of a run at one size: activations, gradients, optimiser state.
+
+    Saved activations (``value_bytes`` each: 2 under bfloat16) and as many again for their
+    gradients during the backward pass, plus ``history`` L-BFGS steps (two float32 images
+    each), plus FIXED_BYTES. benchmarks/speed.py prints measured peaks beside it.
     """
     outputs = [resolve_layer(n, spec) for n in outputs]
     pixels = height * width
     acts = values_per_pixel(outputs, spec) * pixels * value_bytes * 2
-    history = 2 * 100 * 3 * pixels * 4
-    return int(acts + history)
+    return int(FIXED_BYTES + acts + 2 * history * 3 * pixels * 4)
 
 
 def available_bytes(device: torch.device) -> int | None:

@@ -27,7 +27,7 @@ import torch
 from . import losses, schedule
 from .config import Config, ConfigError
 from .image import fit_size, load_image, resize
-from .models import Backbone, choose_weights, load_backbone, resolve_layer
+from .models import Backbone, available_bytes, choose_weights, estimate_bytes, load_backbone, resolve_layer
 
 log = logging.getLogger("nstyle")
 
@@ -261,6 +261,7 @@ def stylize(content, styles, config: Config | None = None,
     out_hw = output_size(*content_img.shape[-2:], config)
     scales = schedule.plan(max(out_hw), config.scales, config.min_size, config.iterations)
     sizes = [out_hw if i == len(scales) - 1 else fit_size(*out_hw, sc.size) for i, sc in enumerate(scales)]
+    check_memory(choice.spec, config, out_hw, scales[-1].iterations, dtype, device)
     state = _State(callback, start, total=sum(sc.iterations for sc in scales), scales=len(scales),
                    work_total=sum(sc.iterations * h * w for sc, (h, w) in zip(scales, sizes)))
 
@@ -296,6 +297,40 @@ def stylize(content, styles, config: Config | None = None,
             raise
         raise Interrupted(resize(pixels_to_image(x), out_hw, "bicubic"), state.progress) from None
     return pixels_to_image(x)
+
+
+def preflight(content: torch.Tensor, config: Config, spec) -> None:
+    """Every check stylize() makes before its long part, for a front end to call first.
+
+    Raises ConfigError (device, size) or LayerError (layer names).
+    """
+    device = resolve_device(config.device)
+    hw = output_size(*content.shape[-2:], config)
+    last = schedule.plan(max(hw), config.scales, config.min_size, config.iterations)[-1]
+    check_memory(spec, config, hw, last.iterations, resolve_precision(config.precision, device), device)
+    for name in (*config.content_layers, *config.style_layers):
+        resolve_layer(name, spec)
+
+
+def check_memory(spec, config: Config, hw: tuple[int, int], iterations: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+    """Refuse, before starting, a size whose estimated peak memory exceeds what is free."""
+    free = available_bytes(device)
+    if free is None:
+        return
+    history = min(config.history_size, iterations) if config.optimizer == "lbfgs" else 0
+
+    def need(h: int, w: int) -> int:
+        return estimate_bytes(spec, [*config.content_layers, *config.style_layers], h, w,
+                              dtype.itemsize, history)
+
+    if need(*hw) <= free:
+        return
+    long_side = max(hw)
+    while long_side > 32 and need(*fit_size(*hw, long_side)) > free:
+        long_side = int(long_side * 0.95)
+    raise ConfigError(f"{hw[1]}x{hw[0]} needs about {need(*hw) / 2**30:.1f} GB and {free / 2**30:.1f} GB "
+                      f"is free on {device.type}; the largest size that fits is about --size {long_side}")
 
 
 def _upsample(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
