@@ -80,7 +80,7 @@ def _one_size(model: str, size: int, precision: str, iterations: int) -> dict:
 
 
 def table(args) -> None:
-    print(f"\n## seconds per L-BFGS iteration and peak memory (content+style+TV, default layers; 4:3 images)")
+    print("\n## seconds per L-BFGS iteration and peak memory (content+style+TV, default layers; 4:3 images)")
     print(f"{'model':15} {'precision':9} {'size':>9} {'s/iter':>7} {'GFLOP/it':>9} {'GFLOP/s':>8} {'peak RSS':>9}")
     for model in ("vgg16bn-craft", "vgg19"):
         for precision in ("float32", "bfloat16"):

@@ -228,3 +228,4 @@ def test_memory_estimate_grows_with_pixels():
     # conv1_1 + relu1_1 alone keep 2 x 64 values per pixel
     assert values_per_pixel(["relu1_1"], VGG16BN_CRAFT) == 128
     assert values_per_pixel(["pool1"], VGG16BN_CRAFT) == 4 * 64 + 16
+    assert values_per_pixel(["relu1_1", "conv1_2"], VGG16BN_CRAFT) == 3 * 64

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -189,7 +188,8 @@ def check_output(output: str, inputs: list[str]) -> Path:
         raise ImageError(f"cannot write '{output}': it is a directory")
     for name in inputs:
         src = Path(name).expanduser()
-        if src.exists() and out.exists() and os.path.samefile(src, out) or src.resolve() == out.resolve():
+        same = src.resolve() == out.resolve() or (src.exists() and out.exists() and os.path.samefile(src, out))
+        if same:
             raise ImageError(f"refusing to overwrite the input '{name}' with the output")
     return out
 
@@ -205,9 +205,8 @@ def run_stylize(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     inputs = [args.content, *args.styles]
     out = check_output(args.output, inputs)
-    for extra in (args.log or None, ):
-        if extra:
-            check_output_json(extra, inputs)
+    if args.log:
+        check_output_json(args.log, inputs)
     content = load_image(args.content)
     styles = [load_image(s) for s in args.styles]
     if config.style_weights is not None and len(config.style_weights) != len(styles):
@@ -233,24 +232,24 @@ def run_stylize(args: argparse.Namespace) -> int:
             "seed": config.seed, "content": args.content, "styles": args.styles,
             "options": {k: v for k, v in config.to_dict().items() if k != "weights"}}
 
-    def write(image, path: Path, progress: Progress | None) -> None:
-        info = dict(meta, steps=progress.step if progress else 0,
-                    loss=progress.loss if progress else None)
+    def write(image, path: Path) -> None:
+        info = dict(meta, steps=history[-1]["step"] if history else 0,
+                    loss=history[-1]["loss"] if history else None)
         save_image(image, path, {"Software": f"nstyle {__version__}", "nstyle": json.dumps(info)})
 
     def on_progress(p: Progress) -> None:
         history.append({"step": p.step, "elapsed": round(p.elapsed, 3), "evaluations": p.evaluations,
-                        **{k: v for k, v in p.terms().items()}})
+                        "scale": p.scale, "size": list(p.size), **p.terms()})
         left = p.elapsed * (1 - p.fraction) / max(p.fraction, 1e-9)
         eta = f"{_duration(left)} left" if p.step >= 3 else "estimating time left"
         where = f"scale {p.scale}/{p.scales} {p.size[1]}x{p.size[0]} " if p.scales > 1 else ""
         bar.show(p.step, p.total, f"{p.step}/{p.total} {where}loss {p.loss:.4g} (content {p.content:.3g} "
                  f"style {p.style:.3g} tv {p.tv:.3g}) {_duration(p.elapsed)} elapsed, {eta}")
         if args.save_every and p.step % args.save_every == 0 and p.step < p.total:
-            write(p.image(), snapshot_path(out, p.step, p.total), p)
+            write(p.image(), snapshot_path(out, p.step, p.total))
 
-    def finish(image, progress: Progress | None) -> None:
-        write(image, out, progress)
+    def finish(image) -> None:
+        write(image, out)
         if args.log is not None:
             log_path = Path(args.log) if args.log else out.with_name(out.name + ".json")
             atomic_write_bytes(log_path, json.dumps(dict(meta, history=history), indent=1).encode())
@@ -262,26 +261,17 @@ def run_stylize(args: argparse.Namespace) -> int:
         if e.progress is None:
             _say(False, "nstyle: interrupted before the first iteration; nothing saved")
             return EXIT_INTERRUPTED
-        finish(e.image, e.progress)
+        finish(e.image)
         _say(False, f"nstyle: interrupted at iteration {e.progress.step}/{e.progress.total}; saved {out}")
         return EXIT_INTERRUPTED
     except Diverged as e:
         bar.close()
-        finish(e.image, history and _last(history))
+        finish(e.image)
         raise ConfigError(f"{e}; the last good image is saved in {out}") from e
     bar.close()
-    finish(image, _last(history))
+    finish(image)
     _say(args.quiet, f"nstyle: saved {out} ({_duration(history[-1]['elapsed'])})")
     return 0
-
-
-def _last(history: list[dict]) -> Progress | None:
-    """A stand-in Progress for the metadata of a finished run."""
-    if not history:
-        return None
-    h = history[-1]
-    return Progress(h["step"], h["step"], h["loss"], h["content"], h["style"], h["tv"], h["elapsed"],
-                    h["evaluations"], (0, 0))
 
 
 def check_output_json(path: str, inputs: list[str]) -> None:

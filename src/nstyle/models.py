@@ -221,40 +221,45 @@ class Backbone(nn.Module):
         return out
 
 
-def values_per_pixel(names: Iterable[str], spec: BackboneSpec) -> float:
-    """Activation values the network keeps per input pixel, up to the last of ``names``.
-
-    Each conv and ReLU output is kept for the backward pass; each pooling quarters the
-    positions of what follows.
-    """
-    names = set(names)
-    total, area = 0.0, 1.0
+def layer_values(spec: BackboneSpec) -> dict[str, float]:
+    """Values per input pixel of each layer's output (each pooling quarters the positions)."""
+    out, area = {}, 1.0
     for name, kind, _, cout in spec.layers:
         if kind == "pool":
             area /= 4
-        total += cout * area
-        if name in names and not (names := names - {name}):
-            break
-    return total
+        out[name] = cout * area
+    return out
 
 
-# What a run holds whatever the size: the Python and torch runtime, the weights (read and
-# copied into the network). Measured as the peak RSS of a 64-pixel run on the CPU.
-FIXED_BYTES = 700 * 2**20
+def values_per_pixel(names: Iterable[str], spec: BackboneSpec) -> float:
+    """Activation values kept for the backward pass per input pixel, up to the last of ``names``."""
+    values = layer_values(spec)
+    deepest = max(spec.names.index(n) for n in names)
+    return sum(values[n] for n in spec.names[: deepest + 1])
+
+
+# What a run holds whatever the size: the Python and torch runtime and the weights (read
+# and copied into the network). From the peak RSS of runs at 256 and 512 px on the CPU.
+FIXED_BYTES = 500 * 2**20
 
 
 def estimate_bytes(spec: BackboneSpec, outputs: Iterable[str], height: int, width: int,
                    value_bytes: int = 4, history: int = 0) -> int:
-    """Rough peak memory of a run at one size: activations, gradients, optimiser state.
+    """Rough peak memory of a run at one size: activations, loss copies, optimiser state.
 
-    Saved activations (``value_bytes`` each: 2 under bfloat16) and as many again for their
-    gradients during the backward pass, plus ``history`` L-BFGS steps (two float32 images
-    each), plus FIXED_BYTES. benchmarks/speed.py prints measured peaks beside it.
+    Saved activations (``value_bytes`` each: 2 under bfloat16); under reduced precision
+    also the float32 copies of the loss layers and their gradients; ``history`` L-BFGS
+    steps (two float32 images each); 10 % for the backward pass's transients; plus
+    FIXED_BYTES. Calibrated against the peaks benchmarks/speed.py measures (within 15 %
+    there at 256-1024 px).
     """
     outputs = [resolve_layer(n, spec) for n in outputs]
+    per_pixel = values_per_pixel(outputs, spec) * value_bytes
+    if value_bytes < 4:
+        values = layer_values(spec)
+        per_pixel += sum(values[n] for n in set(outputs)) * 8
     pixels = height * width
-    acts = values_per_pixel(outputs, spec) * pixels * value_bytes * 2
-    return int(FIXED_BYTES + acts + 2 * history * 3 * pixels * 4)
+    return int(FIXED_BYTES + 1.1 * per_pixel * pixels + 2 * history * 3 * pixels * 4)
 
 
 def available_bytes(device: torch.device) -> int | None:

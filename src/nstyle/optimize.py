@@ -15,7 +15,6 @@ The library never prints: progress leaves through the callback, messages through
 """
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,9 +28,6 @@ from .config import Config, ConfigError
 from .image import fit_size, load_image, resize
 from .models import Backbone, available_bytes, choose_weights, estimate_bytes, load_backbone, resolve_layer
 
-log = logging.getLogger("nstyle")
-
-ImageLike = "torch.Tensor | str | Path"
 # The ImageNet mean in RGB 0-255: the centre of the noise initial image.
 _NOISE_CENTRE = (123.68, 116.779, 103.939)
 _NOISE_RANGE = 20.0  # uniform noise of +-20 units, as one of the reference tutorials uses
@@ -249,26 +245,21 @@ def stylize(content, styles, config: Config | None = None,
     content_img = _as_image(content)
     style_imgs = [_as_image(s) for s in styles]
 
-    device = resolve_device(config.device)
+    choice = choose_weights(config.model, config.weights, allow_download=config.model == "vgg19")
+    device, dtype, scales, sizes = preflight(content_img, config, choice.spec)
+    out_hw = sizes[-1]
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    choice = choose_weights(config.model, config.weights, allow_download=config.model == "vgg19")
-    net = load_backbone(choice, [*config.content_layers, *config.style_layers], config.pooling).to(device)
-    dtype = resolve_precision(config.precision, device)
+    net = load_backbone(choice, [*config.content_layers, *config.style_layers], config.pooling)
     # Channels-last lets oneDNN (CPU) and cuDNN pick their fastest convolutions.
-    net = net.to(memory_format=torch.channels_last)
-
-    out_hw = output_size(*content_img.shape[-2:], config)
-    scales = schedule.plan(max(out_hw), config.scales, config.min_size, config.iterations)
-    sizes = [out_hw if i == len(scales) - 1 else fit_size(*out_hw, sc.size) for i, sc in enumerate(scales)]
-    check_memory(choice.spec, config, out_hw, scales[-1].iterations, dtype, device)
+    net = net.to(device, memory_format=torch.channels_last)
     state = _State(callback, start, total=sum(sc.iterations for sc in scales), scales=len(scales),
                    work_total=sum(sc.iterations * h * w for sc, (h, w) in zip(scales, sizes)))
 
     def prepare(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         return resize(img, hw, config.resample).unsqueeze(0).to(device) * 255.0
 
-    x = None
+    x = prev_c = None
     try:
         for index, (scale, hw) in enumerate(zip(scales, sizes)):
             c = prepare(content_img, hw)
@@ -289,7 +280,8 @@ def stylize(content, styles, config: Config | None = None,
             state.scale = index + 1
             x = _run(objective, x.requires_grad_(True), config, scale.iterations, state)
     except (Interrupted, Diverged) as e:
-        e.image = resize(e.image, out_hw, "bicubic")
+        if tuple(e.image.shape[-2:]) != out_hw:
+            e.image = resize(e.image, out_hw, "bicubic")
         raise
     except KeyboardInterrupt:
         # Between two scales: the last scale's result is the work to keep.
@@ -299,17 +291,21 @@ def stylize(content, styles, config: Config | None = None,
     return pixels_to_image(x)
 
 
-def preflight(content: torch.Tensor, config: Config, spec) -> None:
-    """Every check stylize() makes before its long part, for a front end to call first.
+def preflight(content: torch.Tensor, config: Config, spec):
+    """The checks and the plan of a run, before its long part; a front end calls it first.
 
-    Raises ConfigError (device, size) or LayerError (layer names).
+    Returns (device, dtype, schedule, (height, width) per scale). Raises ConfigError
+    (device, size that will not fit) or LayerError (layer names).
     """
     device = resolve_device(config.device)
-    hw = output_size(*content.shape[-2:], config)
-    last = schedule.plan(max(hw), config.scales, config.min_size, config.iterations)[-1]
-    check_memory(spec, config, hw, last.iterations, resolve_precision(config.precision, device), device)
+    dtype = resolve_precision(config.precision, device)
     for name in (*config.content_layers, *config.style_layers):
         resolve_layer(name, spec)
+    out_hw = output_size(*content.shape[-2:], config)
+    scales = schedule.plan(max(out_hw), config.scales, config.min_size, config.iterations)
+    sizes = [fit_size(*out_hw, sc.size) for sc in scales[:-1]] + [out_hw]
+    check_memory(spec, config, out_hw, scales[-1].iterations, dtype, device)
+    return device, dtype, scales, sizes
 
 
 def check_memory(spec, config: Config, hw: tuple[int, int], iterations: int, dtype: torch.dtype,
