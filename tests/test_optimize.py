@@ -43,7 +43,8 @@ def test_loss_falls(optimizer):
     assert record[-1].loss < record[0].loss
     assert record[-1].style < record[0].style
     assert image.shape == (3, 40, 48) and 0 <= image.min() and image.max() <= 1
-    assert record[0].content == pytest.approx(0.0)  # starts from the content image
+    # Starts from the content image: zero, up to bfloat16 features against float32 targets.
+    assert record[0].content == pytest.approx(0.0, abs=1e-3)
 
 
 def test_progress_records():
