@@ -480,3 +480,32 @@ def test_interrupt_saves_the_image_and_exits_130(inputs, tmp_path, signum):
         assert img.size == OUT_WH
     assert json.loads(png_text(out)["nstyle"])["model"] == "vgg16bn-craft"
     assert files_under(tmp_path) - {"cache"} == {"out.png"}, files_under(tmp_path)
+
+
+def test_out_of_memory_retries_smaller(tmp_path, monkeypatch, capsys):
+    """An allocation failure mid-run (as on a GPU) is retried at 80 % of the size, said in one line."""
+    import torch
+    from PIL import Image as PILImage
+
+    from nstyle import cli
+
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    PILImage.new("RGB", (100, 80), (200, 100, 50)).save(content)
+    PILImage.new("RGB", (60, 60), (20, 40, 200)).save(style)
+    real = cli.stylize
+    sizes = []
+
+    def flaky(c, s, config, callback=None):
+        sizes.append(config.size)
+        if len(sizes) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(c, s, config, callback=callback)
+
+    monkeypatch.setattr(cli, "stylize", flaky)
+    out = tmp_path / "o.png"
+    code = cli.main([str(content), str(style), "-o", str(out), "-s", "100", "-n", "2", "--scales", "1"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert sizes == [100, 80]
+    assert "out of memory at --size 100; trying again at 80" in err
+    assert PILImage.open(out).size == (80, 64)

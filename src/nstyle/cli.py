@@ -14,6 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
+import torch
+
 from . import __version__, schedule
 from .config import DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, Config, ConfigError, preset
 from .image import SUPPORTED_OUTPUT, ImageError, atomic_write_bytes, load_image, save_image
@@ -255,7 +257,21 @@ def run_stylize(args: argparse.Namespace) -> int:
             atomic_write_bytes(log_path, json.dumps(dict(meta, history=history), indent=1).encode())
 
     try:
-        image = stylize(content, styles, config, callback=on_progress)
+        while True:
+            try:
+                image = stylize(content, styles, config, callback=on_progress)
+                break
+            except Exception as e:  # out of memory despite the estimate: retry smaller
+                smaller = int(config.size * 0.8)
+                if not _out_of_memory(e) or smaller < 64:
+                    raise
+                bar.close()
+                _say(args.quiet, f"nstyle: out of memory at --size {config.size}; trying again at {smaller}")
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                config = config.replace(size=smaller)
+                meta["options"]["size"] = smaller
+                history.clear()
     except Interrupted as e:
         bar.close()
         if e.progress is None:
@@ -272,6 +288,14 @@ def run_stylize(args: argparse.Namespace) -> int:
     finish(image)
     _say(args.quiet, f"nstyle: saved {out} ({_duration(history[-1]['elapsed'])})")
     return 0
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """A GPU (torch.OutOfMemoryError) or CPU allocation failure."""
+    if isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def check_output_json(path: str, inputs: list[str]) -> None:
@@ -305,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="nstyle: %(levelname)s: %(message)s", stream=sys.stderr)
     # A polite kill (SIGTERM) saves the work like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if argv[:1] == ["download"]:
             return run_download(argv[1:], quiet=False)
@@ -326,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         if "out of memory" in text.lower():
             return _fail(e, verbose, "out of memory: try a smaller --size")
         return _fail(e, verbose, f"unexpected error: {text} (run with --verbose for details)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(e: BaseException, verbose: bool, text: str | None = None) -> int:
