@@ -72,7 +72,7 @@ def _one_size(model: str, size: int, precision: str, iterations: int) -> dict:
     c = torch.rand(1, 3, h, w) * 255
     dtype = resolve_precision(precision, torch.device("cpu"))
     obj = Objective(net, c, [torch.rand(1, 3, h, w) * 255], [1.0], cfg, dtype)
-    state = _State(None, time.perf_counter(), total=iterations + 2, scales=1)
+    state = _State(None, time.perf_counter(), lambda image: image, total=iterations + 2, scales=1)
     _run(obj, c.clone().requires_grad_(True), cfg, 2, state)  # warm up
     t = time.perf_counter()
     _run(obj, c.clone().requires_grad_(True), cfg, iterations, state)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, schedule
-from .config import DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, Config, ConfigError, preset
+from .config import COLOR_MODES, DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, Config, ConfigError, preset
 from .image import SUPPORTED_OUTPUT, ImageError, atomic_write_bytes, load_image, save_image
 from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download
 from .optimize import Diverged, Interrupted, Progress, preflight, stylize
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--style-scale", type=_float, help=f"style size relative to the output (default: {D.style_scale:g})")
     g.add_argument("--style-weights", type=_float, nargs="+", metavar="W",
                    help="blend weights of several styles (default: equal)")
+    g.add_argument("--preserve-colors", choices=COLOR_MODES, help="keep the photo's colours: luminance "
+                   "(style on luminance only) or histogram (painting recoloured first) (default: none)")
     g.add_argument("--init", choices=INITS, help=f"initial image (default: {D.init})")
     g.add_argument("--noise-ratio", type=_float, help=f"blend noise into the initial image, 0-1 (default: {D.noise_ratio:g})")
     g = p.add_argument_group("optimisation")
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 _CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers", "size",
                    "style_scale", "style_weights", "init", "noise_ratio", "optimizer", "iterations",
                    "learning_rate", "line_search", "seed", "model", "weights", "pooling", "device",
-                   "scales", "min_size", "tolerance", "precision")
+                   "scales", "min_size", "tolerance", "precision", "preserve_colors")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -17,6 +17,7 @@ MODELS = ("auto", "vgg19", "vgg16bn-craft")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LOSS_FORMS = ("relative", "keras")
 PRECISIONS = ("auto", "float32", "bfloat16")
+COLOR_MODES = ("none", "luminance", "histogram")
 
 
 class ConfigError(ValueError):
@@ -40,6 +41,9 @@ class Config:
     resample: str = "area"                 # resize filter for the inputs: area, bicubic, bilinear, nearest
     style_scale: float = 1.0               # style long side = style_scale * output long side
     style_weights: tuple[float, ...] | None = None  # blend weights of several styles (default: equal)
+    # Keep the photo's colours (Gatys et al. 2016): 'luminance' transfers style on
+    # luminance only, 'histogram' maps the painting's colours to the photo's first.
+    preserve_colors: str = "none"
     init: str = "content"                  # initial image: content, noise or style
     noise_ratio: float = 0.0               # blend of uniform noise (+-20 units) into the initial image
     # --- the optimisation ---
@@ -79,6 +83,7 @@ class Config:
         _choice("resample", self.resample, ("area", "bicubic", "bilinear", "nearest"))
         _choice("preset", self.preset, PRESETS)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("preserve_colors", self.preserve_colors, COLOR_MODES)
         for name in ("content_weight", "style_weight", "tv_weight", "noise_ratio", "lr_decay"):
             _number(name, getattr(self, name), lo=0.0)
         if self.noise_ratio > 1:

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import losses, schedule
+from . import color, losses, schedule
 from .config import Config, ConfigError
 from .image import fit_size, load_image, resize
 from .models import Backbone, available_bytes, choose_weights, estimate_bytes, load_backbone, resolve_layer
@@ -50,10 +50,12 @@ class Progress:
     scales: int = 1       # number of scales
     fraction: float = 0.0  # share of the run's work done (steps weighted by their pixel count)
     _pixels: torch.Tensor = field(repr=False, default=None)
+    _finish: Callable[[torch.Tensor], torch.Tensor] | None = field(repr=False, default=None)
 
     def image(self) -> torch.Tensor:
         """The current image, (3, H, W) float in [0, 1] on the CPU (a copy)."""
-        return pixels_to_image(self._pixels)
+        image = pixels_to_image(self._pixels)
+        return self._finish(image) if self._finish else image
 
     def terms(self) -> dict[str, float]:
         return {"loss": self.loss, "content": self.content, "style": self.style, "tv": self.tv}
@@ -248,6 +250,7 @@ def stylize(content, styles, config: Config | None = None,
         raise ConfigError(f"{len(weights)} style weights for {len(styles)} style images")
     content_img = _as_image(content)
     style_imgs = [_as_image(s) for s in styles]
+    content_img, style_imgs, finish = _prepare_colors(content_img, style_imgs, config)
 
     choice = choose_weights(config.model, config.weights, allow_download=config.model == "vgg19")
     device, dtype, scales, sizes = preflight(content_img, config, choice.spec)
@@ -257,7 +260,7 @@ def stylize(content, styles, config: Config | None = None,
     net = load_backbone(choice, [*config.content_layers, *config.style_layers], config.pooling)
     # Channels-last lets oneDNN (CPU) and cuDNN pick their fastest convolutions.
     net = net.to(device, memory_format=torch.channels_last)
-    state = _State(callback, start, total=sum(sc.iterations for sc in scales), scales=len(scales),
+    state = _State(callback, start, finish, total=sum(sc.iterations for sc in scales), scales=len(scales),
                    work_total=sum(sc.iterations * h * w for sc, (h, w) in zip(scales, sizes)))
 
     def prepare(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -286,13 +289,30 @@ def stylize(content, styles, config: Config | None = None,
     except (Interrupted, Diverged) as e:
         if tuple(e.image.shape[-2:]) != out_hw:
             e.image = resize(e.image, out_hw, "bicubic")
+        e.image = finish(e.image)
         raise
     except KeyboardInterrupt:
         # Between two scales: the last scale's result is the work to keep.
         if x is None:
             raise
-        raise Interrupted(resize(pixels_to_image(x), out_hw, "bicubic"), state.progress) from None
-    return pixels_to_image(x)
+        raise Interrupted(finish(resize(pixels_to_image(x), out_hw, "bicubic")), state.progress) from None
+    return finish(pixels_to_image(x))
+
+
+def _prepare_colors(content: torch.Tensor, styles: list[torch.Tensor], config: Config):
+    """Apply --preserve-colors to the inputs; return them and the function that finishes an output."""
+    if config.preserve_colors == "histogram":
+        return content, [color.match_histogram(s, content) for s in styles], lambda image: image
+    if config.preserve_colors == "luminance":
+        gray = color.as_gray_rgb(color.luminance(content))
+        styles = [color.as_gray_rgb(color.match_luminance(s, content)) for s in styles]
+
+        def finish(image: torch.Tensor) -> torch.Tensor:
+            # The optimised luminance with the photo's own colour channels.
+            return color.combine_luminance(image, resize(content, tuple(image.shape[-2:]), config.resample))
+
+        return gray, styles, finish
+    return content, styles, lambda image: image
 
 
 def preflight(content: torch.Tensor, config: Config, spec):
@@ -343,6 +363,7 @@ class _State:
 
     callback: Callable[[Progress], None] | None
     start: float
+    finish: Callable[[torch.Tensor], torch.Tensor]
     total: int
     scales: int
     scale: int = 0
@@ -413,7 +434,7 @@ def _run(objective: Objective, x: torch.Tensor, config: Config, iterations: int,
             progress = Progress(state.step, state.total, loss_value, terms["content"], terms["style"],
                                 terms["tv"], time.perf_counter() - state.start, state.evaluations,
                                 tuple(x.shape[-2:]), state.scale, state.scales,
-                                state.work_done / state.work_total, x)
+                                state.work_done / state.work_total, x, state.finish)
             state.progress = progress
             if state.callback is not None:
                 state.callback(progress)
