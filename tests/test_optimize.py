@@ -230,3 +230,19 @@ def test_memory_estimate_grows_with_pixels():
     assert values_per_pixel(["relu1_1"], VGG16BN_CRAFT) == 128
     assert values_per_pixel(["pool1"], VGG16BN_CRAFT) == 4 * 64 + 16
     assert values_per_pixel(["relu1_1", "conv1_2"], VGG16BN_CRAFT) == 3 * 64
+
+
+def test_each_style_at_its_own_scale(monkeypatch):
+    from nstyle import optimize
+    seen = []
+    real = optimize.Objective
+
+    def spy(net, content, styles, weights, config, dtype):
+        seen.append([tuple(s.shape[-2:]) for s in styles])
+        return real(net, content, styles, weights, config, dtype)
+
+    monkeypatch.setattr(optimize, "Objective", spy)
+    stylize(tiny(0), [tiny(1, 40, 40), tiny(2, 40, 40)], Config(**SMALL, iterations=1, style_scale=(1.0, 0.5)))
+    assert seen == [[(48, 48), (24, 24)]]  # long sides: 1 x 48 and 0.5 x 48
+    with pytest.raises(ConfigError, match="3 style scales for 2 style images"):
+        stylize(tiny(0), [tiny(1), tiny(2)], Config(**SMALL, style_scale=(1.0, 0.5, 2.0)))

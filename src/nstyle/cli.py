@@ -20,7 +20,7 @@ from . import __version__, schedule
 from .config import COLOR_MODES, DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, Config, ConfigError, preset
 from .image import SUPPORTED_OUTPUT, ImageError, atomic_write_bytes, load_image, save_image
 from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download
-from .optimize import Diverged, Interrupted, Progress, preflight, stylize
+from .optimize import Diverged, Interrupted, Progress, per_style, preflight, stylize
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 D = Config()  # defaults shown in the help come from the config dataclass
@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--style-layers", nargs="+", metavar="LAYER", help=f"(default: {' '.join(D.style_layers)})")
     g = p.add_argument_group("image")
     g.add_argument("-s", "--size", type=_positive_int, help=f"long side of the output in pixels (default: {D.size})")
-    g.add_argument("--style-scale", type=_float, help=f"style size relative to the output (default: {D.style_scale:g})")
+    g.add_argument("--style-scale", type=_float, nargs="+", metavar="S", help="style size relative to the output, "
+                   f"the brush strokes' scale: one for all styles or one per style (default: {D.style_scale:g})")
     g.add_argument("--style-weights", type=_float, nargs="+", metavar="W",
                    help="blend weights of several styles (default: equal)")
     g.add_argument("--preserve-colors", choices=COLOR_MODES, help="keep the photo's colours: luminance "
@@ -118,11 +119,12 @@ _CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "content_layer
 
 def config_from_args(args: argparse.Namespace) -> Config:
     given = {k: getattr(args, k) for k in _CONFIG_OPTIONS if getattr(args, k) is not None}
-    for k in ("content_layers", "style_layers", "style_weights", "iterations"):
+    for k in ("content_layers", "style_layers", "style_weights", "iterations", "style_scale"):
         if k in given:
             given[k] = tuple(given[k])
-    if len(given.get("iterations", ())) == 1:
-        given["iterations"] = given["iterations"][0]
+    for k in ("iterations", "style_scale"):
+        if len(given.get(k, ())) == 1:
+            given[k] = given[k][0]
     return preset(args.preset, **given)
 
 
@@ -213,8 +215,9 @@ def run_stylize(args: argparse.Namespace) -> int:
         check_output_json(args.log, inputs)
     content = load_image(args.content)
     styles = [load_image(s) for s in args.styles]
-    if config.style_weights is not None and len(config.style_weights) != len(styles):
-        raise ConfigError(f"{len(config.style_weights)} style weights for {len(styles)} style images")
+    if config.style_weights is not None:
+        per_style(config.style_weights, len(styles), "style weights")
+    per_style(config.style_scale, len(styles), "style scales")
 
     explicit = config.model != "auto" or config.weights is not None
     fetch = Bar(args.quiet, first_line=False)

@@ -39,7 +39,9 @@ class Config:
     size: int = 512                        # output size in pixels: the long side (rows with size_rows)
     size_rows: bool = False                # size is the height, as in the Keras example (img_nrows)
     resample: str = "area"                 # resize filter for the inputs: area, bicubic, bilinear, nearest
-    style_scale: float = 1.0               # style long side = style_scale * output long side
+    # Style long side = style_scale * output long side (the brush strokes' size): one
+    # number for every style, or one per style.
+    style_scale: float | tuple[float, ...] = 1.0
     style_weights: tuple[float, ...] | None = None  # blend weights of several styles (default: equal)
     # Keep the photo's colours (Gatys et al. 2016): 'luminance' transfers style on
     # luminance only, 'histogram' maps the painting's colours to the photo's first.
@@ -88,7 +90,8 @@ class Config:
             _number(name, getattr(self, name), lo=0.0)
         if self.noise_ratio > 1:
             raise ConfigError(f"noise ratio must be between 0 and 1, not {self.noise_ratio:g}")
-        _number("style_scale", self.style_scale, lo=0.0, strict=True)
+        for scale in (self.style_scale,) if isinstance(self.style_scale, (int, float)) else self.style_scale:
+            _number("style_scale", scale, lo=0.0, strict=True)
         if self.learning_rate is not None:
             _number("learning_rate", self.learning_rate, lo=0.0, strict=True)
         counts = (self.iterations,) if isinstance(self.iterations, int) else self.iterations or ()

@@ -113,6 +113,17 @@ def style_size(style_hw: tuple[int, int], out_hw: tuple[int, int], config: Confi
     return fit_size(*style_hw, max(1, round(max(out_hw) * scale)))
 
 
+def per_style(value: float | Sequence[float], count: int, what: str) -> list[float]:
+    """One number for every style, or exactly one per style."""
+    if isinstance(value, (int, float)):
+        return [float(value)] * count
+    if len(value) == 1:
+        return [float(value[0])] * count
+    if len(value) != count:
+        raise ConfigError(f"{len(value)} {what} for {count} style images")
+    return [float(v) for v in value]
+
+
 def _as_image(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         if x.ndim != 3 or x.shape[0] != 3:
@@ -245,9 +256,9 @@ def stylize(content, styles, config: Config | None = None,
         styles = [styles]
     if not styles:
         raise ConfigError("at least one style image is needed")
-    weights = list(config.style_weights) if config.style_weights is not None else [1.0] * len(styles)
-    if len(weights) != len(styles):
-        raise ConfigError(f"{len(weights)} style weights for {len(styles)} style images")
+    weights = per_style(config.style_weights if config.style_weights is not None else 1.0, len(styles),
+                        "style weights")
+    style_scales = per_style(config.style_scale, len(styles), "style scales")
     content_img = _as_image(content)
     style_imgs = [_as_image(s) for s in styles]
     content_img, style_imgs, finish = _prepare_colors(content_img, style_imgs, config)
@@ -270,7 +281,7 @@ def stylize(content, styles, config: Config | None = None,
     try:
         for index, (scale, hw) in enumerate(zip(scales, sizes)):
             c = prepare(content_img, hw)
-            s = [prepare(img, style_size(img.shape[-2:], hw, config, config.style_scale)) for img in style_imgs]
+            s = [prepare(img, style_size(img.shape[-2:], hw, config, k)) for img, k in zip(style_imgs, style_scales)]
             objective = Objective(net, c, s, weights, config, dtype)
             if x is None:
                 first = prepare(style_imgs[0], hw) if config.init == "style" else c
