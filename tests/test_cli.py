@@ -509,3 +509,22 @@ def test_out_of_memory_retries_smaller(tmp_path, monkeypatch, capsys):
     assert sizes == [100, 80]
     assert "out of memory at --size 100; trying again at 80" in err
     assert PILImage.open(out).size == (80, 64)
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "count"])
+def test_bad_masks_give_one_line(tmp_path, case):
+    from PIL import Image as PILImage
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    PILImage.new("RGB", (40, 32), (200, 100, 50)).save(content)
+    PILImage.new("RGB", (30, 30), (20, 40, 200)).save(style)
+    bad = tmp_path / "m.png"
+    if case == "corrupt":
+        bad.write_bytes(b"\x89PNG not really")
+    masks = [str(bad)] if case != "count" else [str(content), str(content)]
+    out = tmp_path / "o.png"
+    proc = subprocess.run([sys.executable, "-m", "nstyle", str(content), str(style), "-o", str(out),
+                           "-s", "32", "-n", "1", "--masks", *masks], capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("nstyle: error:"), proc.stderr
+    assert {"missing": "no such file", "corrupt": "m.png", "count": "2 masks for 1 style"}[case] in lines[0]
+    assert not out.exists()

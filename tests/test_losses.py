@@ -67,3 +67,13 @@ def test_gradients_float64(form):
                 + losses.tv_loss(x * 255.0 + 1.0, form) * 1e-6)
 
     assert torch.autograd.gradcheck(objective, (x.requires_grad_(),), eps=1e-6, atol=1e-5)
+
+
+def test_guided_gram_is_the_regions_own_gram():
+    f = torch.rand(1, 3, 4, 6)
+    mask = torch.zeros(1, 1, 4, 6)
+    mask[..., :, :2] = 1.0  # the left third
+    # A hard mask: the normalised Gram of the region's features alone.
+    assert torch.allclose(losses.gram(f, mask=mask), losses.gram(f[..., :, :2]), atol=1e-6)
+    # A uniform mask of any strength is the plain Gram.
+    assert torch.allclose(losses.gram(f, mask=torch.full((1, 1, 4, 6), 0.5)), losses.gram(f), atol=1e-6)

@@ -246,3 +246,23 @@ def test_each_style_at_its_own_scale(monkeypatch):
     assert seen == [[(48, 48), (24, 24)]]  # long sides: 1 x 48 and 0.5 x 48
     with pytest.raises(ConfigError, match="3 style scales for 2 style images"):
         stylize(tiny(0), [tiny(1), tiny(2)], Config(**SMALL, style_scale=(1.0, 0.5, 2.0)))
+
+
+def test_masks_put_each_style_in_its_region():
+    g = torch.Generator().manual_seed(3)
+    content = 0.5 + 0.05 * torch.randn(3, 40, 48, generator=g)
+    red = torch.stack([0.9 + 0.1 * torch.rand(40, 40, generator=g), 0.1 * torch.rand(40, 40, generator=g),
+                       0.1 * torch.rand(40, 40, generator=g)])
+    blue = red.flip(0)
+    left = torch.zeros(20, 24)  # a mask of another size: resized to the photo's
+    left[:, :12] = 1.0
+    config = Config(**SMALL, iterations=60, content_weight=1e-3)
+    out = stylize(content.clamp(0, 1), [red, blue], config, masks=[left, 1 - left])
+
+    def redness(img):
+        return (img[0] - img[2]).mean().item()
+
+    # Gray turns red on the left, blue on the right (colour moves slowly from gray: 60 steps).
+    assert redness(out[:, :, :20]) > 0.01 and redness(out[:, :, 28:]) < -0.01
+    with pytest.raises(ConfigError, match="1 masks for 2 style images"):
+        stylize(content, [red, blue], config, masks=[left])

@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="blend weights of several styles (default: equal)")
     g.add_argument("--preserve-colors", choices=COLOR_MODES, help="keep the photo's colours: luminance "
                    "(style on luminance only) or histogram (painting recoloured first) (default: none)")
+    g.add_argument("--masks", nargs="+", metavar="MASK", help="one image per style: where in the photo it goes "
+                   "(white: this style, gray: a blend, black: none; resized to the photo)")
     g.add_argument("--init", choices=INITS, help=f"initial image (default: {D.init})")
     g.add_argument("--noise-ratio", type=_float, help=f"blend noise into the initial image, 0-1 (default: {D.noise_ratio:g})")
     g = p.add_argument_group("optimisation")
@@ -209,12 +211,17 @@ def snapshot_path(out: Path, step: int, total: int) -> Path:
 
 def run_stylize(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    inputs = [args.content, *args.styles]
+    inputs = [args.content, *args.styles, *(args.masks or [])]
     out = check_output(args.output, inputs)
     if args.log:
         check_output_json(args.log, inputs)
     content = load_image(args.content)
     styles = [load_image(s) for s in args.styles]
+    masks = None
+    if args.masks:
+        if len(args.masks) != len(styles):
+            raise ConfigError(f"{len(args.masks)} masks for {len(styles)} style images (give one per style)")
+        masks = [load_image(m) for m in args.masks]
     if config.style_weights is not None:
         per_style(config.style_weights, len(styles), "style weights")
     per_style(config.style_scale, len(styles), "style scales")
@@ -236,7 +243,7 @@ def run_stylize(args: argparse.Namespace) -> int:
     bar = Bar(args.quiet)
     history: list[dict] = []
     meta = {"version": __version__, "model": choice.spec.name, "weights_md5": choice.md5,
-            "seed": config.seed, "content": args.content, "styles": args.styles,
+            "seed": config.seed, "content": args.content, "styles": args.styles, "masks": args.masks,
             "options": {k: v for k, v in config.to_dict().items() if k != "weights"}}
 
     def write(image, path: Path) -> None:
@@ -264,7 +271,7 @@ def run_stylize(args: argparse.Namespace) -> int:
     try:
         while True:
             try:
-                image = stylize(content, styles, config, callback=on_progress)
+                image = stylize(content, styles, config, callback=on_progress, masks=masks)
                 break
             except Exception as e:  # out of memory despite the estimate: retry smaller
                 smaller = int(config.size * 0.8)

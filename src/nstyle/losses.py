@@ -17,20 +17,29 @@ from __future__ import annotations
 import torch
 
 
-def gram(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+def gram(features: torch.Tensor, normalize: bool = True, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Gram matrix of feature maps: (N, C, H, W) -> (N, C, C).
 
     ``G[c, d] = sum_p F[c, p] F[d, p]``, divided by H * W when ``normalize``.
+
+    With a ``mask`` (N, 1, H, W) of weights in [0, 1], the guided Gram matrix of Gatys et
+    al. 2017 ("Controlling Perceptual Factors in Neural Style Transfer", section 4):
+    features weighted by the mask, divided by ``sum(mask^2)`` when ``normalize``, so a
+    region's Gram is the average over that region, comparable to a whole painting's.
 
     >>> gram(torch.ones(1, 2, 2, 2))
     tensor([[[1., 1.],
              [1., 1.]]])
     """
     n, c, h, w = features.shape
+    if mask is not None:
+        features = features * mask
     # Positions x channels: a view, not a copy, of channels-last feature maps.
     x = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
     g = _Gram.apply(x)
-    return g / (h * w) if normalize else g
+    if not normalize:
+        return g
+    return g / (mask.pow(2).sum().clamp_min(1e-8) if mask is not None else h * w)
 
 
 class _Gram(torch.autograd.Function):

@@ -124,6 +124,16 @@ def per_style(value: float | Sequence[float], count: int, what: str) -> list[flo
     return [float(v) for v in value]
 
 
+def _as_mask(x) -> torch.Tensor:
+    """A mask as (1, H, W) in [0, 1]: a path (its luminance) or a 2-d or 3-d tensor."""
+    m = load_image(x) if not isinstance(x, torch.Tensor) else x.float()
+    if m.ndim == 2:
+        m = m.unsqueeze(0)
+    if m.ndim != 3 or m.shape[0] not in (1, 3):
+        raise ConfigError(f"a mask tensor must be (H, W), (1, H, W) or (3, H, W), not {tuple(m.shape)}")
+    return m.mean(0, keepdim=True).clamp(0, 1)
+
+
 def _as_image(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         if x.ndim != 3 or x.shape[0] != 3:
@@ -153,7 +163,8 @@ class Objective:
     """
 
     def __init__(self, net: Backbone, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                 style_weights: Sequence[float], config: Config, dtype: torch.dtype = torch.float32):
+                 style_weights: Sequence[float], config: Config, dtype: torch.dtype = torch.float32,
+                 masks: Sequence[torch.Tensor] | None = None):
         spec = net.spec
         self.net = net
         # Targets are computed once, so in float32; ``dtype`` is for the iterations. With
@@ -168,16 +179,26 @@ class Objective:
         self.tv_weight = config.tv_weight
         self.image_pixels = content.shape[-2] * content.shape[-1]
         normalize = self.form == "relative"
+        total = sum(style_weights)
+        self.blend = [w / total for w in style_weights]
         with torch.no_grad():
             feats = self.features(content)
             self.content_targets = {n: feats[n].detach() for n in self.content_layers}
-            # Several styles blend as a weighted sum of their Gram matrices.
-            total = sum(style_weights)
-            self.style_targets = {n: 0 for n in self.style_layers}
-            for style, w in zip(styles, style_weights):
-                feats = self.features(style)
-                for n in self.style_layers:
-                    self.style_targets[n] = self.style_targets[n] + (w / total) * losses.gram(feats[n], normalize)
+            grams = [{n: losses.gram(f[n], normalize) for n in self.style_layers}
+                     for f in map(self.features, styles)]
+            if masks is None:
+                # Several styles blend as a weighted sum of their Gram matrices.
+                self.style_targets = {n: sum(w * g[n] for w, g in zip(self.blend, grams)) for n in self.style_layers}
+                self.layer_masks = None
+            else:
+                # Each style matched in its own region (guided Grams, Gatys et al. 2017):
+                # the masks, shared out where they overlap, at each layer's resolution.
+                self.style_targets = grams
+                share = torch.cat(list(masks), 1)
+                share = share / share.sum(1, keepdim=True).clamp_min(1.0)
+                self.layer_masks = [{n: torch.nn.functional.interpolate(share[:, k:k + 1], feats[n].shape[-2:],
+                                                                        mode="area")
+                                     for n in self.style_layers} for k in range(share.shape[1])]
         self.dtype = dtype
 
     def features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -197,8 +218,14 @@ class Objective:
         zero = pixels.new_zeros(())
         content = sum((losses.content_loss(feats[n], t, self.form) for n, t in self.content_targets.items()), zero)
         normalize = self.form == "relative"
-        style = sum((losses.style_loss(losses.gram(feats[n], normalize), t, self.form, self.image_pixels)
-                     for n, t in self.style_targets.items()), zero)
+        if self.layer_masks is None:
+            style = sum((losses.style_loss(losses.gram(feats[n], normalize), t, self.form, self.image_pixels)
+                         for n, t in self.style_targets.items()), zero)
+        else:
+            style = sum((w * losses.style_loss(losses.gram(feats[n], normalize, masks[n]), targets[n], self.form,
+                                               self.image_pixels)
+                         for w, targets, masks in zip(self.blend, self.style_targets, self.layer_masks)
+                         for n in self.style_layers), zero)
         tv = losses.tv_loss(pixels, self.form) if self.tv_weight else zero
         terms = {"content": self.content_weight * content, "style": self.style_weight * style,
                  "tv": self.tv_weight * tv}
@@ -239,10 +266,13 @@ def _optimizer(x: torch.Tensor, config: Config):
 
 
 def stylize(content, styles, config: Config | None = None,
-            callback: Callable[[Progress], None] | None = None) -> torch.Tensor:
+            callback: Callable[[Progress], None] | None = None, masks=None) -> torch.Tensor:
     """Paint ``content`` in the manner of ``styles``; return the image (3, H, W) in [0, 1].
 
     ``content`` and each of ``styles`` are paths or (3, H, W) float tensors in [0, 1].
+    ``masks``, one per style (paths, or (H, W) / (1, H, W) / (3, H, W) tensors in [0, 1],
+    any size: resized to the photo's), say where each style goes: white for that style,
+    gray blends, black none; where no mask covers, only the content term applies.
     Runs the coarse-to-fine schedule of ``config`` (see ``schedule.plan``), with targets
     recomputed at every scale. ``callback(progress)`` is called after every iteration.
     Ctrl-C raises ``Interrupted`` carrying the current image; a diverging loss raises
@@ -259,6 +289,9 @@ def stylize(content, styles, config: Config | None = None,
     weights = per_style(config.style_weights if config.style_weights is not None else 1.0, len(styles),
                         "style weights")
     style_scales = per_style(config.style_scale, len(styles), "style scales")
+    if masks is not None and len(masks) != len(styles):
+        raise ConfigError(f"{len(masks)} masks for {len(styles)} style images")
+    mask_imgs = None if masks is None else [_as_mask(m) for m in masks]
     content_img = _as_image(content)
     style_imgs = [_as_image(s) for s in styles]
     content_img, style_imgs, finish = _prepare_colors(content_img, style_imgs, config)
@@ -282,7 +315,8 @@ def stylize(content, styles, config: Config | None = None,
         for index, (scale, hw) in enumerate(zip(scales, sizes)):
             c = prepare(content_img, hw)
             s = [prepare(img, style_size(img.shape[-2:], hw, config, k)) for img, k in zip(style_imgs, style_scales)]
-            objective = Objective(net, c, s, weights, config, dtype)
+            m = None if mask_imgs is None else [resize(k, hw, "area").unsqueeze(0).to(device) for k in mask_imgs]
+            objective = Objective(net, c, s, weights, config, dtype, m)
             if x is None:
                 first = prepare(style_imgs[0], hw) if config.init == "style" else c
                 x = initial_pixels(c, first, config, generator)
