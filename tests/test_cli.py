@@ -495,11 +495,11 @@ def test_out_of_memory_retries_smaller(tmp_path, monkeypatch, capsys):
     real = cli.stylize
     sizes = []
 
-    def flaky(c, s, config, callback=None):
+    def flaky(c, s, config, callback=None, masks=None):
         sizes.append(config.size)
         if len(sizes) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(c, s, config, callback=callback)
+        return real(c, s, config, callback=callback, masks=masks)
 
     monkeypatch.setattr(cli, "stylize", flaky)
     out = tmp_path / "o.png"

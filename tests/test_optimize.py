@@ -237,9 +237,9 @@ def test_each_style_at_its_own_scale(monkeypatch):
     seen = []
     real = optimize.Objective
 
-    def spy(net, content, styles, weights, config, dtype):
+    def spy(net, content, styles, weights, config, dtype, masks=None):
         seen.append([tuple(s.shape[-2:]) for s in styles])
-        return real(net, content, styles, weights, config, dtype)
+        return real(net, content, styles, weights, config, dtype, masks)
 
     monkeypatch.setattr(optimize, "Objective", spy)
     stylize(tiny(0), [tiny(1, 40, 40), tiny(2, 40, 40)], Config(**SMALL, iterations=1, style_scale=(1.0, 0.5)))
