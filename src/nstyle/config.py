@@ -39,7 +39,7 @@ class Config:
     size: int = 512                        # output size in pixels: the long side (rows with size_rows)
     size_rows: bool = False                # size is the height, as in the Keras example (img_nrows)
     resample: str = "area"                 # resize filter for the inputs: area, bicubic, bilinear, nearest
-    # Style long side = style_scale * output long side (the brush strokes' size): one
+    # Style long side = style_scale * output long side (the scale of its strokes): one
     # number for every style, or one per style.
     style_scale: float | tuple[float, ...] = 1.0
     style_weights: tuple[float, ...] | None = None  # blend weights of several styles (default: equal)
