@@ -20,7 +20,7 @@ from . import __version__, schedule
 from .config import COLOR_MODES, DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, Config, ConfigError, preset
 from .image import SUPPORTED_OUTPUT, ImageError, atomic_write_bytes, load_image, save_image
 from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download
-from .optimize import Diverged, Interrupted, Progress, per_style, preflight, stylize
+from .optimize import Diverged, Interrupted, Progress, preflight, style_options, stylize
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 D = Config()  # defaults shown in the help come from the config dataclass
@@ -182,10 +182,13 @@ def _say(quiet: bool, text: str) -> None:
 # --- checks before the run ---------------------------------------------------------------
 
 
-def check_output(output: str, inputs: list[str]) -> Path:
-    """Refuse an output we could not write, or one that would overwrite an input."""
+def check_output(output: str, inputs: list[str], image: bool = True) -> Path:
+    """Refuse an output we could not write, or one that would overwrite an input.
+
+    ``image``: the output is an image, so its extension must be a format we write.
+    """
     out = Path(output).expanduser()
-    if out.suffix.lower() not in SUPPORTED_OUTPUT:
+    if image and out.suffix.lower() not in SUPPORTED_OUTPUT:
         raise ImageError(f"unsupported output format '{out.suffix or output}' (use .png, .jpg, .webp, .tif or .bmp)")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
@@ -214,17 +217,11 @@ def run_stylize(args: argparse.Namespace) -> int:
     inputs = [args.content, *args.styles, *(args.masks or [])]
     out = check_output(args.output, inputs)
     if args.log:
-        check_output_json(args.log, inputs)
+        check_output(args.log, inputs, image=False)
     content = load_image(args.content)
     styles = [load_image(s) for s in args.styles]
-    masks = None
-    if args.masks:
-        if len(args.masks) != len(styles):
-            raise ConfigError(f"{len(args.masks)} masks for {len(styles)} style images (give one per style)")
-        masks = [load_image(m) for m in args.masks]
-    if config.style_weights is not None:
-        per_style(config.style_weights, len(styles), "style weights")
-    per_style(config.style_scale, len(styles), "style scales")
+    style_options(config, len(styles), len(args.masks) if args.masks else None)
+    masks = [load_image(m) for m in args.masks] if args.masks else None
 
     explicit = config.model != "auto" or config.weights is not None
     fetch = Bar(args.quiet, first_line=False)
@@ -308,14 +305,6 @@ def _out_of_memory(e: BaseException) -> bool:
         return True
     text = str(e).lower()
     return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def check_output_json(path: str, inputs: list[str]) -> None:
-    parent = Path(path).expanduser().parent
-    if not parent.is_dir():
-        raise ImageError(f"cannot write '{path}': directory '{parent}' does not exist")
-    if any(Path(i).resolve() == Path(path).resolve() for i in inputs):
-        raise ImageError(f"refusing to overwrite the input '{path}' with the log")
 
 
 def run_download(argv: list[str], quiet: bool) -> int:

@@ -28,7 +28,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,8 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
+
+from .image import atomic_path
 
 log = logging.getLogger("nstyle.models")
 
@@ -337,12 +338,12 @@ def download(spec: BackboneSpec, progress: Callable[[int, int], None] | None = N
     if target.is_file() and md5sum(target) == spec.md5:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{spec.filename}.", suffix=".tmp")
-    try:
+    # Renamed into place only if the body finishes; removed if it raises.
+    with atomic_path(target) as tmp:
         digest = hashlib.md5()
         done = 0
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
                 total = int(resp.headers.get("Content-Length") or spec.size_bytes)
                 while block := resp.read(1 << 20):
                     out.write(block)
@@ -359,11 +360,7 @@ def download(spec: BackboneSpec, progress: Callable[[int, int], None] | None = N
         if digest.hexdigest() != spec.md5:
             raise WeightsError(f"downloaded {spec.name} weights have MD5 {digest.hexdigest()}, "
                                f"expected {spec.md5}; not kept")
-        os.replace(tmp, target)
-        return target
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return target
 
 
 def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -113,6 +113,14 @@ def style_size(style_hw: tuple[int, int], out_hw: tuple[int, int], config: Confi
     return fit_size(*style_hw, max(1, round(max(out_hw) * scale)))
 
 
+def style_options(config: Config, styles: int, masks: int | None = None) -> tuple[list[float], list[float]]:
+    """The blend weight and scale of each style; refuses counts that do not match the styles."""
+    if masks is not None and masks != styles:
+        raise ConfigError(f"{masks} masks for {styles} style images (give one per style)")
+    weights = per_style(config.style_weights if config.style_weights is not None else 1.0, styles, "style weights")
+    return weights, per_style(config.style_scale, styles, "style scales")
+
+
 def per_style(value: float | Sequence[float], count: int, what: str) -> list[float]:
     """One number for every style, or exactly one per style."""
     if isinstance(value, (int, float)):
@@ -286,11 +294,7 @@ def stylize(content, styles, config: Config | None = None,
         styles = [styles]
     if not styles:
         raise ConfigError("at least one style image is needed")
-    weights = per_style(config.style_weights if config.style_weights is not None else 1.0, len(styles),
-                        "style weights")
-    style_scales = per_style(config.style_scale, len(styles), "style scales")
-    if masks is not None and len(masks) != len(styles):
-        raise ConfigError(f"{len(masks)} masks for {len(styles)} style images")
+    weights, style_scales = style_options(config, len(styles), None if masks is None else len(masks))
     mask_imgs = None if masks is None else [_as_mask(m) for m in masks]
     content_img = _as_image(content)
     style_imgs = [_as_image(s) for s in styles]
