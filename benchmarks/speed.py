@@ -2,7 +2,8 @@
 
     python benchmarks/speed.py                       # everything, ~15 min on 2 cores
     python benchmarks/speed.py --only table          # seconds/iteration and memory per size
-    python benchmarks/speed.py --only keras --keras-steps 4000   # the full Keras schedule (~1 h)
+    python benchmarks/speed.py --only keras --keras-steps 4000 --keras-trace out/keras4000.json
+                                                     # the full Keras schedule (~2 h), kept for reuse
 
 Sections:
   table   seconds per iteration and peak memory at 256, 512, 1024 px for each backbone and
@@ -149,19 +150,51 @@ def good(args) -> dict:
     return {"wall": wall}
 
 
+def keras_schedule(steps: int, trace_file: str | None, precision: str = "float32") -> tuple[float, float]:
+    """The Keras example's schedule in nstyle: (final loss, seconds). Read from ``trace_file``
+    when it holds a run of ``steps`` steps, else run it (and write the file when one is named)."""
+    from nstyle import preset, stylize
+    if trace_file and Path(trace_file).exists():
+        saved = json.loads(Path(trace_file).read_text())
+        if saved["steps"] == steps and saved.get("precision", "float32") == precision:
+            print(f"(read from {trace_file}: {saved['when']})")
+            trace = saved["trace"]
+        else:
+            trace_file, trace = None, None
+    else:
+        trace = None
+    if trace is None:
+        trace = []
+        start = time.perf_counter()
+
+        def record(p):
+            trace.append((p.step, p.loss, time.perf_counter() - start))
+            if p.step % 500 == 0:  # a long run shows where it is
+                print(f"  ... step {p.step}: loss {p.loss:.2f}, {trace[-1][2]:.0f} s", flush=True)
+
+        stylize(CONTENT, [STYLE], preset("keras", iterations=steps, model="vgg16bn-craft", precision=precision),
+                callback=record)
+        if trace_file:
+            from nstyle.image import atomic_write_bytes
+            atomic_write_bytes(Path(trace_file), json.dumps(
+                {"steps": steps, "precision": precision, "when": time.strftime("%Y-%m-%d %H:%M"),
+                 "trace": trace}).encode())
+    for step, loss, _ in trace:
+        if step in (1, 100, 200) or step % 1000 == 0 or step == steps:
+            print(f"  step {step:5d}: loss {loss:.2f}")
+    # Wall time, and the median step x steps, which a paused or shared machine does not inflate.
+    gaps = sorted(b[2] - a[2] for a, b in zip(trace, trace[1:]))
+    median = gaps[len(gaps) // 2] if gaps else 0.0
+    print(f"Keras schedule in nstyle: {trace[-1][2]:.0f} s wall for {steps} steps "
+          f"(median {median:.2f} s/step -> {median * steps:.0f} s); final loss {trace[-1][1]:.2f}")
+    return trace[-1][1], median * steps
+
+
 def keras(args) -> None:
     from nstyle import preset, stylize
-    print(f"\n## the Keras example's objective (--preset keras, vgg16bn-craft, 400x533), {args.keras_steps} SGD steps")
-    trace = []
-    t = time.perf_counter()
-    stylize(CONTENT, [STYLE], preset("keras", iterations=args.keras_steps, model="vgg16bn-craft"),
-            callback=lambda p: trace.append((p.step, p.loss, p.elapsed)))
-    sgd_time = time.perf_counter() - t
-    for step, loss, _ in trace:
-        if step in (1, 100, 200) or step % 1000 == 0 or step == args.keras_steps:
-            print(f"  step {step:5d}: loss {loss:.2f}")
-    target = trace[-1][1]
-    print(f"Keras schedule in nstyle: {sgd_time:.0f} s for {args.keras_steps} steps; final loss {target:.2f}")
+    print(f"\n## the Keras example's objective (--preset keras, vgg16bn-craft, 400x533), {args.keras_steps} SGD steps"
+          f", network in {args.keras_precision}")
+    target, _ = keras_schedule(args.keras_steps, args.keras_trace, args.keras_precision)
     keras_time = KERAS_SECONDS_PER_STEP * args.keras_steps
     print(f"the Keras example's own code: {KERAS_SECONDS_PER_STEP} s/step (measured here, issue 3) "
           f"-> {keras_time:.0f} s for {args.keras_steps} steps")
@@ -195,6 +228,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", choices=["table", "good", "keras"], action="append")
     p.add_argument("--keras-steps", type=int, default=400, help="SGD steps of the Keras schedule (the example: 4000)")
+    p.add_argument("--keras-trace", metavar="FILE",
+                   help="keep the Keras schedule's loss trace in FILE and reuse it when it is there")
+    p.add_argument("--keras-precision", choices=["float32", "bfloat16"], default="float32",
+                   help="the Keras schedule's network arithmetic (float32 reproduces the example; bfloat16 "
+                        "halves the time)")
     p.add_argument("--lbfgs-steps", type=int, default=300, help="iteration limit for nstyle on that objective")
     args = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -188,6 +188,7 @@ BAD_CASES: dict[str, tuple[Job, tuple[str, ...]]] = {
     "output-is-content": (_bad(content="{dir}/content.png", output="{dir}/content.png", setup="copy-content"),
                           ("content.png",)),
     "style-weights-count": (_bad("--style-weights", "1", "2"), ("style weight",)),
+    "tile-size-10": (_bad("--tile-size", "10"), ("tile size",)),
 }
 
 # The good runs: the same seed twice (one verbose with a log and snapshots, one quiet with
@@ -201,6 +202,8 @@ OTHER_JOBS: dict[str, Job] = {
                           "-n", "2", "--verbose"]),
     "download-bad-md5": Job(["download", "vgg19"], {"NSTYLE_VGG19_URL": "@fake_vgg19"}),
     "help": Job(["--help"]),
+    "tiled": Job(["{in}/content.png", "{in}/style.png", "-s", "160", "--tile-size", "80", "--scales", "1", "-n", "2",
+                  "--save-every", "3", "-o", "{dir}/out.png"]),
 }
 
 
@@ -414,7 +417,7 @@ def test_help_shows_the_defaults(runs):
     assert ran.res.returncode == 0, describe(ran.res)
     text = " ".join(ran.res.stdout.split())  # argparse may wrap a help line anywhere
     assert text.startswith("usage: nstyle")
-    for default in ("(default: 512)", "(default: 100 60 30)", "(default: lbfgs)"):
+    for default in ("(default: 512)", "(default: 100 60 30 at 512 px", "(default: lbfgs)"):
         assert default in text, default
     assert "Traceback" not in ran.res.stderr
 
@@ -528,3 +531,14 @@ def test_bad_masks_give_one_line(tmp_path, case):
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("nstyle: error:"), proc.stderr
     assert {"missing": "no such file", "corrupt": "m.png", "count": "2 masks for 1 style"}[case] in lines[0]
     assert not out.exists()
+
+
+def test_tiled_run_says_so_and_saves_whole_images(runs):
+    ran = runs("tiled")
+    assert ran.res.returncode == 0, describe(ran.res)
+    assert "refined in 2x2 overlapping tiles" in ran.res.stderr
+    assert "tile 4/4" in ran.res.stderr
+    # content 40x56 at -s 160: 114x160; the snapshot (step 3, in tile 2) is the whole image too
+    assert decoded(ran.dir / "out.png").shape == (160, 114, 3)
+    snapshots = sorted(ran.dir.glob("out_*.png"))
+    assert snapshots and all(decoded(p).shape == (160, 114, 3) for p in snapshots)

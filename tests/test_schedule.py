@@ -2,7 +2,7 @@
 import pytest
 
 from nstyle import Config, ConfigError
-from nstyle.schedule import Scale, default_iterations, plan, sizes
+from nstyle.schedule import Scale, auto_scales, default_iterations, plan, sizes
 
 
 def test_sizes_are_geometric_and_end_at_the_target():
@@ -19,10 +19,28 @@ def test_small_targets_use_fewer_scales():
     assert s[-1] == 200 and all(b - a >= 16 for a, b in zip(s, s[1:]))
 
 
+def test_automatic_scales_step_at_most_twofold():
+    assert sizes(129, None, 128) == [129]  # steps under 16 px are dropped
+    for size in (256, 300, 512, 700, 1024, 3000, 4096, 10000):
+        s = sizes(size, None, 128)
+        assert s[0] == 128 and s[-1] == size
+        assert all(b / a <= 2.0 + 1e-9 for a, b in zip(s, s[1:]))
+        if len(s) > 2:  # and no more scales than that needs: one fewer would step more than 2x
+            assert (size / 128) ** (1 / (len(s) - 2)) > 2.0
+    assert sizes(512, None, 128) == [128, 256, 512]
+    assert auto_scales(100, 128) == 1 and sizes(100, None, 128) == [100]
+
+
 def test_default_iterations_double_towards_coarse_scales():
-    assert default_iterations(1) == [30]
-    assert default_iterations(3) == [100, 60, 30]
-    assert default_iterations(4) == [100, 100, 60, 30]
+    assert default_iterations([512]) == [30]
+    assert default_iterations([128, 256, 512]) == [100, 60, 30]
+    assert default_iterations([128, 256, 512, 1024]) == [100, 100, 60, 30]
+
+
+def test_default_iterations_fall_above_1024_px():
+    assert default_iterations([1024, 2048]) == [60, 15]
+    assert default_iterations([128, 256, 512, 1024, 2048, 4096]) == [100, 100, 100, 100, 30, 10]
+    assert default_iterations([20000]) == [10]  # never below 10
 
 
 def test_plan():
@@ -33,11 +51,15 @@ def test_plan():
     assert plan(100, 3, 128, (5, 6, 7)) == [Scale(100, 7)]
     with pytest.raises(ValueError, match="2 iteration counts for 3 scales"):
         plan(512, 3, 128, (5, 6))
+    # automatic scales: as many as the counts given, else as many as 2x steps need
+    assert plan(512, None, 128, (5, 6)) == [Scale(128, 5), Scale(512, 6)]
+    assert [sc.size for sc in plan(2048, None, 128, 3)] == [128, 256, 512, 1024, 2048]
 
 
 def test_config_checks_the_counts():
     with pytest.raises(ConfigError, match="2 iteration counts for 3 scales"):
-        Config(iterations=(5, 6))
+        Config(scales=3, iterations=(5, 6))
     with pytest.raises(ConfigError):
         Config(scales=0)
+    assert Config(iterations=(5, 6)).iterations == (5, 6)  # automatic scales: as many as the counts
     assert Config(iterations=(1, 2, 3)).iterations == (1, 2, 3)

@@ -85,9 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {D.optimizer})")
     g.add_argument("-n", "--iterations", type=_positive_int, nargs="+", metavar="N",
                    help="per scale: one number for every scale, or one per scale from coarse to fine "
-                        f"(default: {' '.join(map(str, schedule.default_iterations(D.scales)))})")
-    g.add_argument("--scales", type=_positive_int, help=f"coarse-to-fine sizes, 1 for the output size only (default: {D.scales})")
+                        f"(default: {' '.join(str(sc.iterations) for sc in schedule.plan(D.size, D.scales, D.min_size, None))}"
+                        f" at {D.size} px; fewer above 1024 px)")
+    g.add_argument("--scales", type=_positive_int, help="coarse-to-fine sizes, 1 for the output size only "
+                   "(default: as many as keep each step at most 2x)")
     g.add_argument("--min-size", type=_positive_int, help=f"long side of the coarsest scale (default: {D.min_size})")
+    g.add_argument("--tile-size", type=_positive_int, metavar="PX", help="refine scales larger than this tile by "
+                   "tile (default: only when the whole image would not fit in memory)")
     g.add_argument("--tolerance", type=_float, help="stop a scale when the loss falls by less than this "
                    f"fraction per step (default: {D.tolerance:g}, off)")
     g.add_argument("--learning-rate", "--lr", type=_float, dest="learning_rate",
@@ -116,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 _CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers", "size",
                    "style_scale", "style_weights", "init", "noise_ratio", "optimizer", "iterations",
                    "learning_rate", "line_search", "seed", "model", "weights", "pooling", "device",
-                   "scales", "min_size", "tolerance", "precision", "preserve_colors")
+                   "scales", "min_size", "tile_size", "tolerance", "precision", "preserve_colors")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -230,7 +234,12 @@ def run_stylize(args: argparse.Namespace) -> int:
                                                                     f"/{total / 2**20:.0f} MB"))
     fetch.close()
     # Everything that can be checked before the long part is checked before it.
-    preflight(content, config, choice.spec)
+    plan = preflight(content, config, choice.spec)
+    tiled = [(hw, grid) for hw, grid in zip(plan.sizes, plan.grids) if grid]
+    if tiled:
+        (h, w), (rows, cols) = tiled[0]
+        why = f"larger than --tile-size {config.tile_size}" if config.tile_size else "too large for memory whole"
+        _say(args.quiet, f"nstyle: {w}x{h} and above are {why}: refined in {rows}x{cols} overlapping tiles")
     if not explicit:
         why = "" if choice.spec.name == "vgg19" else (
             " (vgg19 weights not found; 'nstyle download vgg19' fetches them)")
@@ -254,6 +263,7 @@ def run_stylize(args: argparse.Namespace) -> int:
         left = p.elapsed * (1 - p.fraction) / max(p.fraction, 1e-9)
         eta = f"{_duration(left)} left" if p.step >= 3 else "estimating time left"
         where = f"scale {p.scale}/{p.scales} {p.size[1]}x{p.size[0]} " if p.scales > 1 else ""
+        where += f"tile {p.tile}/{p.tiles} " if p.tiles else ""
         bar.show(p.step, p.total, f"{p.step}/{p.total} {where}loss {p.loss:.4g} (content {p.content:.3g} "
                  f"style {p.style:.3g} tv {p.tv:.3g}) {_duration(p.elapsed)} elapsed, {eta}")
         if args.save_every and p.step % args.save_every == 0 and p.step < p.total:

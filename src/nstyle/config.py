@@ -54,8 +54,13 @@ class Config:
     # schedule's default (100, 60, 30 for three scales), one number for every scale, or
     # one per scale from coarse to fine.
     iterations: int | tuple[int, ...] | None = None
-    scales: int = 3                        # coarse-to-fine: number of sizes (1 = the output size only)
+    # Coarse-to-fine: the number of sizes (1 = the output size only); None for as many as
+    # keep each step at most 2x (3 at 512 px, 6 at 4096 px).
+    scales: int | None = None
     min_size: int = 128                    # long side of the coarsest scale
+    # Scales too large to optimise whole are refined tile by tile (tiles of at most this long
+    # side, overlapping and blended); None: only when the whole image would not fit in memory.
+    tile_size: int | None = None
     restore_detail: bool = True            # add the photo's fine detail when moving to a finer scale
     tolerance: float = 0.0                 # stop a scale when the loss falls less than this fraction per step
     learning_rate: float | None = None     # default per optimiser: lbfgs 1, adam 5 (0-255 units), sgd 100
@@ -98,9 +103,13 @@ class Config:
         for n in counts:
             if not isinstance(n, int) or not 1 <= n <= 1_000_000:
                 raise ConfigError(f"iterations must be between 1 and 1000000, not {n}")
-        if not 1 <= self.scales <= 10:
+        if self.scales is not None and not 1 <= self.scales <= 10:
             raise ConfigError(f"scales must be between 1 and 10, not {self.scales}")
-        if len(counts) > 1 and len(counts) != self.scales:
+        if self.tile_size is not None and not 64 <= self.tile_size <= 65_536:
+            raise ConfigError(f"tile size must be between 64 and 65536 pixels, not {self.tile_size}")
+        if len(counts) > 10:
+            raise ConfigError(f"{len(counts)} iteration counts: at most 10 scales")
+        if self.scales is not None and len(counts) > 1 and len(counts) != self.scales:
             raise ConfigError(f"{len(counts)} iteration counts for {self.scales} scales: give one, or one per scale")
         if not 16 <= self.min_size <= 65_536:
             raise ConfigError(f"min size must be between 16 and 65536 pixels, not {self.min_size}")

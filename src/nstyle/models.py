@@ -232,6 +232,20 @@ def layer_values(spec: BackboneSpec) -> dict[str, float]:
     return out
 
 
+def layer_strides(spec: BackboneSpec) -> dict[str, int]:
+    """Input pixels per feature-map position along each side, for every layer (1, 2, 4, ...).
+
+    >>> layer_strides(VGG19)["relu5_1"]
+    16
+    """
+    out, stride = {}, 1
+    for name, kind, _, _ in spec.layers:
+        if kind == "pool":
+            stride *= 2
+        out[name] = stride
+    return out
+
+
 def values_per_pixel(names: Iterable[str], spec: BackboneSpec) -> float:
     """Activation values kept for the backward pass per input pixel, up to the last of ``names``."""
     values = layer_values(spec)

@@ -23,10 +23,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import color, losses, schedule
+from . import color, losses, schedule, tiles
 from .config import Config, ConfigError
 from .image import fit_size, load_image, resize
-from .models import Backbone, available_bytes, choose_weights, estimate_bytes, load_backbone, resolve_layer
+from .models import (Backbone, available_bytes, choose_weights, estimate_bytes, layer_strides, load_backbone,
+                     resolve_layer)
 
 # The ImageNet mean in RGB 0-255: the centre of the noise initial image.
 _NOISE_CENTRE = (123.68, 116.779, 103.939)
@@ -49,12 +50,15 @@ class Progress:
     scale: int = 1        # 1-based index of the current scale of the coarse-to-fine schedule
     scales: int = 1       # number of scales
     fraction: float = 0.0  # share of the run's work done (steps weighted by their pixel count)
+    tile: int = 0         # 1-based tile being refined when the scale is refined tile by tile, else 0
+    tiles: int = 0        # tiles of this scale (0: optimised whole)
     _pixels: torch.Tensor = field(repr=False, default=None)
     _finish: Callable[[torch.Tensor], torch.Tensor] | None = field(repr=False, default=None)
+    _view: Callable[[torch.Tensor], torch.Tensor] | None = field(repr=False, default=None)
 
     def image(self) -> torch.Tensor:
         """The current image, (3, H, W) float in [0, 1] on the CPU (a copy)."""
-        image = pixels_to_image(self._pixels)
+        image = pixels_to_image(self._view(self._pixels) if self._view else self._pixels)
         return self._finish(image) if self._finish else image
 
     def terms(self) -> dict[str, float]:
@@ -173,6 +177,26 @@ class Objective:
     def __init__(self, net: Backbone, content: torch.Tensor, styles: Sequence[torch.Tensor],
                  style_weights: Sequence[float], config: Config, dtype: torch.dtype = torch.float32,
                  masks: Sequence[torch.Tensor] | None = None):
+        self._setup(net, config, style_weights)
+        self.image_pixels = content.shape[-2] * content.shape[-1]
+        normalize = self.form == "relative"
+        with torch.no_grad():
+            feats = self.features(content)
+            self.content_targets = {n: feats[n].detach() for n in self.content_layers}
+            grams = [{n: losses.gram(f[n], normalize) for n in self.style_layers}
+                     for f in map(self.features, styles)]
+            if masks is None:
+                # Several styles blend as a weighted sum of their Gram matrices.
+                self.style_targets = {n: sum(w * g[n] for w, g in zip(self.blend, grams)) for n in self.style_layers}
+                self.layer_masks = None
+            else:
+                # Each style matched in its own region (guided Grams, Gatys et al. 2017).
+                self.style_targets = grams
+                self.layer_masks = layer_masks(masks, {n: feats[n].shape[-2:] for n in self.style_layers})
+        self.dtype = dtype
+
+    def _setup(self, net: Backbone, config: Config, style_weights: Sequence[float]) -> None:
+        """The layers and weights of the objective."""
         spec = net.spec
         self.net = net
         # Targets are computed once, so in float32; ``dtype`` is for the iterations. With
@@ -185,44 +209,18 @@ class Objective:
         self.content_weight = config.content_weight / max(1, len(self.content_layers))
         self.style_weight = config.style_weight / max(1, len(self.style_layers))
         self.tv_weight = config.tv_weight
-        self.image_pixels = content.shape[-2] * content.shape[-1]
-        normalize = self.form == "relative"
         total = sum(style_weights)
         self.blend = [w / total for w in style_weights]
-        with torch.no_grad():
-            feats = self.features(content)
-            self.content_targets = {n: feats[n].detach() for n in self.content_layers}
-            grams = [{n: losses.gram(f[n], normalize) for n in self.style_layers}
-                     for f in map(self.features, styles)]
-            if masks is None:
-                # Several styles blend as a weighted sum of their Gram matrices.
-                self.style_targets = {n: sum(w * g[n] for w, g in zip(self.blend, grams)) for n in self.style_layers}
-                self.layer_masks = None
-            else:
-                # Each style matched in its own region (guided Grams, Gatys et al. 2017):
-                # the masks, shared out where they overlap, at each layer's resolution.
-                self.style_targets = grams
-                share = torch.cat(list(masks), 1)
-                share = share / share.sum(1, keepdim=True).clamp_min(1.0)
-                self.layer_masks = [{n: torch.nn.functional.interpolate(share[:, k:k + 1], feats[n].shape[-2:],
-                                                                        mode="area")
-                                     for n in self.style_layers} for k in range(share.shape[1])]
-        self.dtype = dtype
+        self.image_pixels = None  # the Keras form's normaliser; only whole images have it
 
     def features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The network's activations, computed in ``dtype``, returned as float32."""
-        # The optimised pixels stay contiguous (L-BFGS flattens them); the network runs
-        # channels-last.
-        pixels = pixels.contiguous(memory_format=torch.channels_last)
-        if self.dtype == torch.float32:
-            return self.net(pixels)
-        with torch.autocast(pixels.device.type, dtype=self.dtype):
-            feats = self.net(pixels)
-        # Gram matrices and squared errors sum many terms: keep them in float32.
-        return {k: v.float() for k, v in feats.items()}
+        return _features(self.net, pixels, self.dtype)
 
     def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        feats = self.features(pixels)
+        return self.terms(self.features(pixels), pixels)
+
+    def terms(self, feats: dict[str, torch.Tensor], pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted total and its three terms, from the features and the pixels (for TV)."""
         zero = pixels.new_zeros(())
         content = sum((losses.content_loss(feats[n], t, self.form) for n, t in self.content_targets.items()), zero)
         normalize = self.form == "relative"
@@ -238,6 +236,183 @@ class Objective:
         terms = {"content": self.content_weight * content, "style": self.style_weight * style,
                  "tv": self.tv_weight * tv}
         return terms["content"] + terms["style"] + terms["tv"], terms
+
+
+def _features(net: Backbone, pixels: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The network's activations, computed in ``dtype``, returned as float32."""
+    # The optimised pixels stay contiguous (L-BFGS flattens them); the network runs
+    # channels-last.
+    pixels = pixels.contiguous(memory_format=torch.channels_last)
+    if dtype == torch.float32:
+        return net(pixels)
+    with torch.autocast(pixels.device.type, dtype=dtype):
+        feats = net(pixels)
+    # Gram matrices and squared errors sum many terms: keep them in float32.
+    return {k: v.float() for k, v in feats.items()}
+
+
+def layer_masks(masks: Sequence[torch.Tensor], sizes: dict[str, tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+    """Each style's mask (N, 1, H, W) at each layer's (h, w), shared out where masks overlap
+    (so they sum to at most 1), by area averaging."""
+    share = torch.cat(list(masks), 1)
+    share = share / share.sum(1, keepdim=True).clamp_min(1.0)
+    return [{n: torch.nn.functional.interpolate(share[:, k:k + 1], tuple(hw), mode="area") for n, hw in sizes.items()}
+            for k in range(share.shape[1])]
+
+
+class _TileObjective(Objective):
+    """One tile's part of a scale refined tile by tile (see refine_tiled).
+
+    The variable is the tile's free region; the rest of its window is held at the
+    current image's pixels. Content and style count the free region's feature
+    positions; TV its pixels and their neighbours.
+    """
+
+    def __init__(self, net: Backbone, config: Config, style_weights: Sequence[float], dtype: torch.dtype,
+                 window: torch.Tensor, tile: tiles.Tile, image_hw: tuple[int, int], content_targets: dict,
+                 style_targets, masks: list[dict] | None):
+        self._setup(net, config, style_weights)
+        self.dtype = dtype
+        self.window = window
+        self.free = tile.free.within(tile.window)
+        self.ring = tile.free.grow(1, *image_hw).within(tile.window)
+        strides = layer_strides(net.spec)
+        self.crops = {n: self.free.on_features(strides[n]) for n in net.outputs}
+        self.content_targets = content_targets
+        self.style_targets = style_targets
+        self.layer_masks = masks
+        if masks is not None:  # styles without mask in this tile drop out
+            keep = [k for k, m in enumerate(masks) if m is not None]
+            self.blend = [self.blend[k] for k in keep]
+            self.style_targets = [style_targets[k] for k in keep]
+            self.layer_masks = [masks[k] for k in keep]
+
+    def __call__(self, free: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        window = self.window.clone()
+        self.free.crop(window).copy_(free)
+        feats = {n: self.crops[n].crop(f) for n, f in self.features(window).items()}
+        return self.terms(feats, self.ring.crop(window))
+
+
+def gram_sums(feats: dict[str, torch.Tensor], region: tiles.Rect, window: tiles.Rect, strides: dict[str, int],
+              layers: Sequence[str], guide: dict[str, torch.Tensor] | None = None) -> dict[str, tuple]:
+    """Per layer, (unnormalised Gram matrix, mass) of the feature positions of ``region``.
+
+    ``feats`` are the network's activations of the ``window`` crop; ``guide`` a style's
+    whole-image mask per layer (then the Gram is the guided one and the mass the sum of
+    mask^2; else the mass is the number of positions).
+    """
+    out = {}
+    for n in layers:
+        f = region.within(window).on_features(strides[n]).crop(feats[n])
+        m = None if guide is None else region.on_features(strides[n]).crop(guide[n])
+        out[n] = (losses.gram(f, normalize=False, mask=m),
+                  f.shape[-2] * f.shape[-1] if m is None else float(m.pow(2).sum()))
+    return out
+
+
+def _add(total: dict, part: dict) -> None:
+    for n, (g, mass) in part.items():
+        g0, m0 = total.get(n, (0, 0.0))
+        total[n] = (g0 + g, m0 + mass)
+
+
+def _mean(total: dict) -> dict[str, torch.Tensor]:
+    return {n: g / max(mass, 1e-8) for n, (g, mass) in total.items()}
+
+
+def tiled_gram(features: Callable, image: torch.Tensor, grid: list[tiles.Tile], strides: dict[str, int],
+               layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """An image's normalised Gram matrices per layer, summed over the cores of ``grid``:
+    the whole image's, up to the margin's effect on features near a window's edge."""
+    total: dict = {}
+    for t in grid:
+        _add(total, gram_sums(features(t.window.crop(image)), t.core, t.window, strides, layers))
+    return _mean(total)
+
+
+def refine_tiled(net: Backbone, x: torch.Tensor, content: torch.Tensor, styles: Sequence[torch.Tensor],
+                 style_weights: Sequence[float], masks: Sequence[torch.Tensor] | None, config: Config,
+                 dtype: torch.dtype, iterations: int, state: "_State", shape: tuple[int, int]) -> torch.Tensor:
+    """Refine pixels x (1, 3, H, W) too large to optimise whole, tile by tile, in place.
+
+    The style targets are the whole image's: Gram matrices are sums over positions, so
+    those of the painting (at the size the whole output would use) and of the current
+    image are accumulated over tile cores. Each tile is then asked for its share of the
+    whole image's correction (an approximation of ours, not from a paper):
+
+        target_tile = Gram_tile(x0) + (Gram_target - Gram_image(x0))
+
+    its own current Gram plus the whole image's shortfall, which over all tiles adds up
+    to the whole image's target. Matching the whole image's target in every tile instead
+    would force each tile (a patch of sky) to hold all of the painting's statistics;
+    giving each tile the global loss would let the first tiles overcorrect for the rest.
+    Content targets are the photo's features over each tile. Tiles overlap and are
+    cross-faded (tiles.feather); each sees its neighbours' current pixels as context.
+    """
+    height, width = x.shape[-2:]
+    grid = tiles.grid(height, width, *shape)
+    strides = layer_strides(net.spec)
+    layers = [resolve_layer(n, net.spec) for n in config.style_layers]
+    blend = [w / sum(style_weights) for w in style_weights]
+
+    def features(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return _features(net, pixels, torch.float32)  # targets in float32, as Objective's
+
+    with torch.no_grad():
+        # The paintings' Gram matrices, each over its own tiling.
+        side = max(grid[0].core.height, grid[0].core.width)
+        painting = [tiled_gram(features, style, tiles.grid(*style.shape[-2:], *tiles.grid_shape(*style.shape[-2:], side)),
+                               strides, layers) for style in styles]
+        feature_hw = {n: (height // strides[n], width // strides[n]) for n in layers}
+        guides = None if masks is None else layer_masks(masks, feature_hw)
+        # The current image's: over the cores for the whole, over each free region for the tile.
+        groups = [None] if guides is None else guides
+        whole: list[dict] = [{} for _ in groups]
+        free: list[list[dict]] = []
+        for t in grid:
+            feats = features(t.window.crop(x))
+            free.append([])
+            for k, guide in enumerate(groups):
+                _add(whole[k], gram_sums(feats, t.core, t.window, strides, layers, guide))
+                part = gram_sums(feats, t.free, t.window, strides, layers, guide)
+                free[-1].append(None if min(mass for _, mass in part.values()) < 1.0 else _mean(part))
+        whole_mean = [_mean(w) for w in whole]
+        if guides is None:
+            targets = [{n: sum(w * g[n] for w, g in zip(blend, painting)) for n in layers}]
+        else:
+            targets = painting
+
+    for index, t in enumerate(grid):
+        with torch.no_grad():
+            feats = features(t.window.crop(content))
+        crop = t.free.within(t.window)
+        content_targets = {n: crop.on_features(strides[n]).crop(feats[n])
+                           for n in (resolve_layer(n, net.spec) for n in config.content_layers)}
+        tile_targets = [None if g is None else {n: g[n] + (targets[k][n] - whole_mean[k][n]) for n in layers}
+                        for k, g in enumerate(free[index])]
+        if guides is None:  # (a free region has at least one position: never None here)
+            style_targets, tile_masks = tile_targets[0], None
+        else:
+            style_targets = tile_targets
+            tile_masks = [None if g is None else {n: t.free.on_features(strides[n]).crop(guides[k][n]) for n in layers}
+                          for k, g in enumerate(tile_targets)]
+        objective = _TileObjective(net, config, style_weights, dtype, t.window.crop(x).clone(), t, (height, width),
+                                   content_targets, style_targets, tile_masks)
+        weight = tiles.feather(t).to(x.device)
+
+        def paste(pixels: torch.Tensor, into: torch.Tensor, t=t, weight=weight) -> torch.Tensor:
+            region = t.free.crop(into)
+            region.mul_(1 - weight).add_(weight * pixels.detach())
+            return into
+
+        state.tile, state.tiles = index + 1, len(grid)
+        state.view = lambda pixels, paste=paste: paste(pixels, x.clone())
+        v = _run(objective, t.free.crop(x).clone().requires_grad_(True), config, iterations, state)
+        paste(v, x)
+    state.tile = state.tiles = 0
+    state.view = None
+    return x
 
 
 def initial_pixels(content: torch.Tensor, style: torch.Tensor, config: Config,
@@ -301,26 +476,25 @@ def stylize(content, styles, config: Config | None = None,
     content_img, style_imgs, finish = _prepare_colors(content_img, style_imgs, config)
 
     choice = choose_weights(config.model, config.weights, allow_download=config.model == "vgg19")
-    device, dtype, scales, sizes = preflight(content_img, config, choice.spec)
-    out_hw = sizes[-1]
+    run_plan = preflight(content_img, config, choice.spec)
+    device, dtype, out_hw = run_plan.device, run_plan.dtype, run_plan.sizes[-1]
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     net = load_backbone(choice, [*config.content_layers, *config.style_layers], config.pooling)
     # Channels-last lets oneDNN (CPU) and cuDNN pick their fastest convolutions.
     net = net.to(device, memory_format=torch.channels_last)
-    state = _State(callback, start, finish, total=sum(sc.iterations for sc in scales), scales=len(scales),
-                   work_total=sum(sc.iterations * h * w for sc, (h, w) in zip(scales, sizes)))
+    state = _State(callback, start, finish, total=run_plan.steps, scales=len(run_plan.scales),
+                   work_total=run_plan.work)
 
     def prepare(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         return resize(img, hw, config.resample).unsqueeze(0).to(device) * 255.0
 
     x = prev_c = None
     try:
-        for index, (scale, hw) in enumerate(zip(scales, sizes)):
+        for index, (scale, hw, grid) in enumerate(zip(run_plan.scales, run_plan.sizes, run_plan.grids)):
             c = prepare(content_img, hw)
             s = [prepare(img, style_size(img.shape[-2:], hw, config, k)) for img, k in zip(style_imgs, style_scales)]
             m = None if mask_imgs is None else [resize(k, hw, "area").unsqueeze(0).to(device) for k in mask_imgs]
-            objective = Objective(net, c, s, weights, config, dtype, m)
             if x is None:
                 first = prepare(style_imgs[0], hw) if config.init == "style" else c
                 x = initial_pixels(c, first, config, generator)
@@ -333,8 +507,12 @@ def stylize(content, styles, config: Config | None = None,
                 if config.restore_detail:
                     x = (x + c - _upsample(prev_c, hw)).clamp(0, 255)
             prev_c = c
-            state.scale = index + 1
-            x = _run(objective, x.requires_grad_(True), config, scale.iterations, state)
+            state.scale, state.image_size = index + 1, hw
+            if grid is None:
+                objective = Objective(net, c, s, weights, config, dtype, m)
+                x = _run(objective, x.requires_grad_(True), config, scale.iterations, state)
+            else:
+                x = refine_tiled(net, x, c, s, weights, m, config, dtype, scale.iterations, state, grid)
     except (Interrupted, Diverged) as e:
         if tuple(e.image.shape[-2:]) != out_hw:
             e.image = resize(e.image, out_hw, "bicubic")
@@ -364,11 +542,36 @@ def _prepare_colors(content: torch.Tensor, styles: list[torch.Tensor], config: C
     return content, styles, lambda image: image
 
 
-def preflight(content: torch.Tensor, config: Config, spec):
+@dataclass(frozen=True)
+class RunPlan:
+    """What preflight decided: where and how a run goes, scale by scale."""
+
+    device: torch.device
+    dtype: torch.dtype
+    scales: list[schedule.Scale]
+    sizes: list[tuple[int, int]]           # (height, width) per scale
+    grids: list[tuple[int, int] | None]    # (rows, cols) of tiles per scale; None: optimised whole
+
+    def tiles(self, index: int) -> list[tiles.Tile] | None:
+        grid = self.grids[index]
+        return None if grid is None else tiles.grid(*self.sizes[index], *grid)
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps of the whole run (a tiled scale takes its iterations per tile)."""
+        return sum(sc.iterations * len(self.tiles(i) or [None]) for i, sc in enumerate(self.scales))
+
+    @property
+    def work(self) -> int:
+        """Pixels x steps of the whole run."""
+        return sum(sc.iterations * sum(t.free.pixels for t in self.tiles(i)) if self.grids[i] else
+                   sc.iterations * h * w for i, (sc, (h, w)) in enumerate(zip(self.scales, self.sizes)))
+
+
+def preflight(content: torch.Tensor, config: Config, spec) -> RunPlan:
     """The checks and the plan of a run, before its long part; a front end calls it first.
 
-    Returns (device, dtype, schedule, (height, width) per scale). Raises ConfigError
-    (device, size that will not fit) or LayerError (layer names).
+    Raises ConfigError (device, size that will not fit) or LayerError (layer names).
     """
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
@@ -377,29 +580,58 @@ def preflight(content: torch.Tensor, config: Config, spec):
     out_hw = output_size(*content.shape[-2:], config)
     scales = schedule.plan(max(out_hw), config.scales, config.min_size, config.iterations)
     sizes = [fit_size(*out_hw, sc.size) for sc in scales[:-1]] + [out_hw]
-    check_memory(spec, config, out_hw, scales[-1].iterations, dtype, device)
-    return device, dtype, scales, sizes
+    grids = [tiling(spec, config, hw, sc.iterations, dtype, device) for sc, hw in zip(scales, sizes)]
+    return RunPlan(device, dtype, scales, sizes, grids)
 
 
-def check_memory(spec, config: Config, hw: tuple[int, int], iterations: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
-    """Refuse, before starting, a size whose estimated peak memory exceeds what is free."""
+# Besides a tile's network, a tiled scale holds whole-image tensors: the image, the photo,
+# the paintings at that size, a copy for progress: about six float32 RGB images.
+_WHOLE_IMAGE_BYTES_PER_PIXEL = 6 * 3 * 4
+
+
+def tiling(spec, config: Config, hw: tuple[int, int], iterations: int, dtype: torch.dtype,
+           device: torch.device) -> tuple[int, int] | None:
+    """How a scale of size ``hw`` is optimised: None for whole, or (rows, cols) of tiles.
+
+    Whole when it fits in the memory free on the device (and is no larger than
+    ``config.tile_size``); else in the fewest tiles that fit. Refuses, before starting,
+    what will not fit even so, naming the largest size that would.
+    """
     free = available_bytes(device)
-    if free is None:
-        return
     history = min(config.history_size, iterations) if config.optimizer == "lbfgs" else 0
+    layers = [*config.content_layers, *config.style_layers]
 
     def need(h: int, w: int) -> int:
-        return estimate_bytes(spec, [*config.content_layers, *config.style_layers], h, w,
-                              dtype.itemsize, history)
+        return estimate_bytes(spec, layers, h, w, dtype.itemsize, history)
 
-    if need(*hw) <= free:
-        return
-    long_side = max(hw)
-    while long_side > 32 and need(*fit_size(*hw, long_side)) > free:
-        long_side = int(long_side * 0.95)
-    raise ConfigError(f"{hw[1]}x{hw[0]} needs about {need(*hw) / 2**30:.1f} GB and {free / 2**30:.1f} GB "
-                      f"is free on {device.type}; the largest size that fits is about --size {long_side}")
+    def fits(h: int, w: int) -> bool:
+        return free is None or need(h, w) + _WHOLE_IMAGE_BYTES_PER_PIXEL * hw[0] * hw[1] <= free
+
+    def too_large() -> ConfigError:
+        long_side = max(hw)
+        while long_side > 32 and need(*fit_size(*hw, long_side)) > free:
+            long_side = int(long_side * 0.95)
+        return ConfigError(f"{hw[1]}x{hw[0]} needs about {need(*hw) / 2**30:.1f} GB and {free / 2**30:.1f} GB "
+                           f"is free on {device.type}; the largest size that fits is about --size {long_side}")
+
+    if config.loss_form != "relative":
+        # The Keras objective's normalisations are the whole image's: it is not split.
+        if config.tile_size is not None and max(hw) > config.tile_size:
+            raise ConfigError("only the default objective can be refined in tiles, not the Keras preset's")
+        if not fits(*hw):
+            raise too_large()
+        return None
+    try:
+        grid = tiles.choose_grid(*hw, fits, config.tile_size)
+    except ValueError:
+        raise too_large() from None
+    if grid is not None and config.tile_size is not None:
+        window = max(tiles.grid(*hw, *grid), key=lambda t: t.window.pixels).window
+        if not fits(window.height, window.width):
+            raise ConfigError(f"tiles of {config.tile_size} px need about {need(window.height, window.width) / 2**30:.1f}"
+                              f" GB and {free / 2**30:.1f} GB is free on {device.type}; "
+                              "leave --tile-size out to choose one that fits")
+    return grid
 
 
 def _upsample(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -421,6 +653,11 @@ class _State:
     progress: Progress | None = None  # the latest
     work_total: float = 1.0  # pixels x iterations of the whole schedule
     work_done: float = 0.0
+    image_size: tuple[int, int] | None = None  # (height, width) of the current scale's image
+    tile: int = 0
+    tiles: int = 0
+    # Refining a tile: the whole image with these tile pixels in place.
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def _run(objective: Objective, x: torch.Tensor, config: Config, iterations: int, state: _State) -> torch.Tensor:
@@ -453,6 +690,7 @@ def _run(objective: Objective, x: torch.Tensor, config: Config, iterations: int,
     good = x.detach().clone()
     progress = None
     history: list[float] = []
+    whole = state.view or (lambda pixels: pixels)
     try:
         for i in range(1, iterations + 1):
             first.clear()
@@ -466,7 +704,7 @@ def _run(objective: Objective, x: torch.Tensor, config: Config, iterations: int,
             loss_value = float(first["loss"])
             if not math.isfinite(loss_value):
                 raise Diverged(f"the loss became {loss_value} at step {state.step + 1}; "
-                               f"lower the learning rate (now {config.lr:g})", pixels_to_image(good))
+                               f"lower the learning rate (now {config.lr:g})", pixels_to_image(whole(good)))
             if config.clamp:
                 with torch.no_grad():
                     x.clamp_(0.0, 255.0)
@@ -482,15 +720,16 @@ def _run(objective: Objective, x: torch.Tensor, config: Config, iterations: int,
             terms = first["terms"]
             progress = Progress(state.step, state.total, loss_value, terms["content"], terms["style"],
                                 terms["tv"], time.perf_counter() - state.start, state.evaluations,
-                                tuple(x.shape[-2:]), state.scale, state.scales,
-                                state.work_done / state.work_total, x, state.finish)
+                                state.image_size or tuple(x.shape[-2:]), state.scale, state.scales,
+                                state.work_done / state.work_total, state.tile, state.tiles, x, state.finish,
+                                state.view)
             state.progress = progress
             if state.callback is not None:
                 state.callback(progress)
             if stop:
                 break
     except KeyboardInterrupt:
-        raise Interrupted(pixels_to_image(good), progress) from None
+        raise Interrupted(pixels_to_image(whole(good)), progress) from None
     return x.detach()
 
 
