@@ -35,7 +35,6 @@ def _child(size: int, tile_size: int | None, path: str) -> dict:
     """In a fresh process: one default run; the image saved to ``path``; figures as a dict."""
     import time
 
-    import torch
     from nstyle import Config, stylize
     from nstyle.image import load_image, save_image
     from nstyle.models import choose_weights
@@ -43,13 +42,10 @@ def _child(size: int, tile_size: int | None, path: str) -> dict:
     config = Config(size=size, tile_size=tile_size)
     spec = choose_weights(config.model).spec
     plan = preflight(load_image(CONTENT), config, spec)
-    record = []
     t = time.perf_counter()
-    image = stylize(CONTENT, [STYLE], config, callback=lambda p: record.append((p.scale, p.tiles)))
+    image = stylize(CONTENT, [STYLE], config)
     wall = time.perf_counter() - t
     save_image(image, path)
-    del record
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return {"wall": wall, "model": spec.name,
             "scales": [f"{w}x{h}" + (f" in {g[0]}x{g[1]} tiles" if g else "") + f", {sc.iterations} it"
                        for sc, (h, w), g in zip(plan.scales, plan.sizes, plan.grids)]}
