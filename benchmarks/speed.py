@@ -2,8 +2,9 @@
 
     python benchmarks/speed.py                       # everything, ~15 min on 2 cores
     python benchmarks/speed.py --only table          # seconds/iteration and memory per size
-    python benchmarks/speed.py --only keras --keras-steps 4000 --keras-trace out/keras4000.json
-                                                     # the full Keras schedule (~2 h), kept for reuse
+    python benchmarks/speed.py --only keras --keras-steps 4000 --keras-precision bfloat16 \
+        --keras-trace out/keras4000.json             # the full Keras schedule (~1.1 h; float32: ~2 h),
+                                                     # its trace kept for reuse
 
 Sections:
   table   seconds per iteration and peak memory at 256, 512, 1024 px for each backbone and
