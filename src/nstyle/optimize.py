@@ -354,6 +354,7 @@ def refine_tiled(net: Backbone, x: torch.Tensor, content: torch.Tensor, styles: 
     grid = tiles.grid(height, width, *shape)
     strides = layer_strides(net.spec)
     layers = [resolve_layer(n, net.spec) for n in config.style_layers]
+    content_layers = [resolve_layer(n, net.spec) for n in config.content_layers]
     blend = [w / sum(style_weights) for w in style_weights]
 
     def features(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -387,8 +388,7 @@ def refine_tiled(net: Backbone, x: torch.Tensor, content: torch.Tensor, styles: 
         with torch.no_grad():
             feats = features(t.window.crop(content))
         crop = t.free.within(t.window)
-        content_targets = {n: crop.on_features(strides[n]).crop(feats[n])
-                           for n in (resolve_layer(n, net.spec) for n in config.content_layers)}
+        content_targets = {n: crop.on_features(strides[n]).crop(feats[n]) for n in content_layers}
         tile_targets = [None if g is None else {n: g[n] + (targets[k][n] - whole_mean[k][n]) for n in layers}
                         for k, g in enumerate(free[index])]
         if guides is None:  # (a free region has at least one position: never None here)
