@@ -97,10 +97,11 @@ def test_rect_on_features_lines_up_with_the_whole_image():
 SMALL = dict(model="vgg16bn-craft", scales=1)
 
 
-def test_one_tile_is_the_whole_image_optimisation(monkeypatch):
+@pytest.mark.parametrize("strength", [1.0, 0.4])
+def test_one_tile_is_the_whole_image_optimisation(monkeypatch, strength):
     # A 1x1 grid reduces every tile formula to the whole image's: the same losses, step by step.
     content, style = tiny(0, 96, 128), tiny(1, 80, 80)
-    config = Config(**SMALL, size=128, iterations=6, precision="float32")
+    config = Config(**SMALL, size=128, iterations=6, precision="float32", style_strength=strength)
     whole = []
     stylize(content, [style], config, callback=whole.append)
     monkeypatch.setattr(optimize, "tiling", lambda *a: (1, 1))
@@ -167,9 +168,12 @@ def test_plan_tiles_what_does_not_fit(monkeypatch):
     # explicit tiles, and the Keras objective, which is not split
     plan = optimize.preflight(tiny(0, 300, 400), Config(size=400, tile_size=256, model="vgg16bn-craft"), VGG16BN_CRAFT)
     assert plan.grids[-1] == (2, 2)
-    with pytest.raises(ConfigError, match="Keras"):
+    with pytest.raises(ConfigError, match="only the Gram style loss of the default objective"):
         optimize.preflight(tiny(0), preset("keras", tile_size=128, size=400, model="vgg16bn-craft"),
                            VGG16BN_CRAFT)
+    # nor the style losses that are not sums over positions
+    with pytest.raises(ConfigError, match="only the Gram style loss"):
+        optimize.preflight(tiny(0), Config(tile_size=128, size=400, style_loss="meancov"), VGG16BN_CRAFT)
 
 
 def test_refuses_what_does_not_fit_even_in_tiles(monkeypatch):

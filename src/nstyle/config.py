@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 LOSS_FORMS = ("relative", "keras")
 PRECISIONS = ("auto", "float32", "bfloat16")
 COLOR_MODES = ("none", "luminance", "histogram")
+STYLE_LOSSES = ("gram", "meancov", "histogram", "sliced")  # losses.STYLE_LOSSES
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,12 @@ class Config:
     # 'relative': each term divided by its target's squared norm, Gram matrices by the
     # number of positions (ours); 'keras': the Keras example's exact normalisations.
     loss_form: str = "relative"
+    # The style statistics matched (relative form only): gram (Gatys et al.), meancov
+    # (Wasserstein-2 between Gaussians), histogram (Risser et al. 2017), sliced (Heitz et al. 2021).
+    style_loss: str = "gram"
+    # How far the style targets go from the photo's own statistics (0: the photo is already
+    # optimal) to the painting's (1): target = (1 - s) * photo + s * painting, a mixture.
+    style_strength: float = 1.0
     # --- the image ---
     size: int = 512                        # output size in pixels: the long side (rows with size_rows)
     size_rows: bool = False                # size is the height, as in the Keras example (img_nrows)
@@ -91,6 +98,12 @@ class Config:
         _choice("preset", self.preset, PRESETS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("preserve_colors", self.preserve_colors, COLOR_MODES)
+        _choice("style_loss", self.style_loss, STYLE_LOSSES)
+        _number("style_strength", self.style_strength, lo=0.0)
+        if self.style_strength > 1:
+            raise ConfigError(f"style strength must be between 0 and 1, not {self.style_strength:g}")
+        if self.loss_form != "relative" and (self.style_loss != "gram" or self.style_strength != 1):
+            raise ConfigError("the Keras objective has only the Gram style loss at full strength")
         for name in ("content_weight", "style_weight", "tv_weight", "noise_ratio", "lr_decay"):
             _number(name, getattr(self, name), lo=0.0)
         if self.noise_ratio > 1:

@@ -179,20 +179,28 @@ class Objective:
                  masks: Sequence[torch.Tensor] | None = None):
         self._setup(net, config, style_weights)
         self.image_pixels = content.shape[-2] * content.shape[-1]
-        normalize = self.form == "relative"
         with torch.no_grad():
             feats = self.features(content)
             self.content_targets = {n: feats[n].detach() for n in self.content_layers}
-            grams = [{n: losses.gram(f[n], normalize) for n in self.style_layers}
-                     for f in map(self.features, styles)]
-            if masks is None:
-                # Several styles blend as a weighted sum of their Gram matrices.
-                self.style_targets = {n: sum(w * g[n] for w, g in zip(self.blend, grams)) for n in self.style_layers}
-                self.layer_masks = None
-            else:
-                # Each style matched in its own region (guided Grams, Gatys et al. 2017).
-                self.style_targets = grams
+            painting = [self.features(s) for s in styles]
+            self.layer_masks = None
+            if masks is not None:
                 self.layer_masks = layer_masks(masks, {n: feats[n].shape[-2:] for n in self.style_layers})
+            if self.form != "relative":  # the Keras example's unnormalised Grams, exactly
+                grams = [{n: losses.gram(f[n], False) for n in self.style_layers} for f in painting]
+                if masks is None:
+                    self.style_targets = {n: sum(w * g[n] for w, g in zip(self.blend, grams)) for n in self.style_layers}
+                else:
+                    self.style_targets = grams
+            elif masks is None:
+                # Several styles blend as a mixture of their statistics (for Gram matrices,
+                # the weighted sum of Gatys et al.).
+                self.style_targets = {n: self.target(n, feats[n], [f[n] for f in painting], self.blend)
+                                      for n in self.style_layers}
+            else:
+                # Each style matched in its own region (guided statistics, Gatys et al. 2017).
+                self.style_targets = [{n: self.target(n, feats[n], [f[n]], [1.0], m[n]) for n in self.style_layers}
+                                      for f, m in zip(painting, self.layer_masks)]
         self.dtype = dtype
 
     def _setup(self, net: Backbone, config: Config, style_weights: Sequence[float]) -> None:
@@ -212,6 +220,24 @@ class Objective:
         total = sum(style_weights)
         self.blend = [w / total for w in style_weights]
         self.image_pixels = None  # the Keras form's normaliser; only whole images have it
+        self.kind = config.style_loss
+        self.strength = config.style_strength
+        self.seed = config.seed
+
+    def target(self, layer: str, photo: torch.Tensor, paintings: Sequence[torch.Tensor], blend: Sequence[float],
+               mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The style target of one layer: the paintings' statistics blended by ``blend``, and
+        moved towards the photo's own by ``1 - style_strength`` (ours: a target the photo
+        already meets at strength 0, so the result goes from the photo to the painting)."""
+        def stats(f: torch.Tensor, m: torch.Tensor | None) -> dict[str, torch.Tensor]:
+            # sliced: the same random directions for every image of a layer, so they blend.
+            generator = torch.Generator().manual_seed(self.seed * 1009 + self.style_layers.index(layer))
+            return losses.style_target(f, self.kind, m, generator=generator)
+
+        target = losses.blend_targets([stats(f, None) for f in paintings], list(blend), self.kind)
+        if self.strength < 1:
+            target = losses.blend_targets([stats(photo, mask), target], [1 - self.strength, self.strength], self.kind)
+        return target
 
     def features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         return _features(self.net, pixels, self.dtype)
@@ -223,13 +249,16 @@ class Objective:
         """The weighted total and its three terms, from the features and the pixels (for TV)."""
         zero = pixels.new_zeros(())
         content = sum((losses.content_loss(feats[n], t, self.form) for n, t in self.content_targets.items()), zero)
-        normalize = self.form == "relative"
-        if self.layer_masks is None:
-            style = sum((losses.style_loss(losses.gram(feats[n], normalize), t, self.form, self.image_pixels)
-                         for n, t in self.style_targets.items()), zero)
+        if self.form != "relative":  # the Keras example's unnormalised Grams
+            def distance(f, target, mask=None):
+                return losses.style_loss(losses.gram(f, False, mask), target, self.form, self.image_pixels)
         else:
-            style = sum((w * losses.style_loss(losses.gram(feats[n], normalize, masks[n]), targets[n], self.form,
-                                               self.image_pixels)
+            def distance(f, target, mask=None):
+                return losses.style_distance(f, target, self.kind, mask)
+        if self.layer_masks is None:
+            style = sum((distance(feats[n], t) for n, t in self.style_targets.items()), zero)
+        else:
+            style = sum((w * distance(feats[n], targets[n], masks[n])
                          for w, targets, masks in zip(self.blend, self.style_targets, self.layer_masks)
                          for n in self.style_layers), zero)
         tv = losses.tv_loss(pixels, self.form) if self.tv_weight else zero
@@ -383,13 +412,22 @@ def refine_tiled(net: Backbone, x: torch.Tensor, content: torch.Tensor, styles: 
             targets = [{n: sum(w * g[n] for w, g in zip(blend, painting)) for n in layers}]
         else:
             targets = painting
+        strength = config.style_strength
+        if strength < 1:  # towards the photo's own Gram matrices, as Objective.target does
+            photo: list[dict] = [{} for _ in groups]
+            for t in grid:
+                feats = features(t.window.crop(content))
+                for k, guide in enumerate(groups):
+                    _add(photo[k], gram_sums(feats, t.core, t.window, strides, layers, guide))
+            targets = [{n: (1 - strength) * p[n] + strength * g[n] for n in layers}
+                       for p, g in zip(map(_mean, photo), targets)]
 
     for index, t in enumerate(grid):
         with torch.no_grad():
             feats = features(t.window.crop(content))
         crop = t.free.within(t.window)
         content_targets = {n: crop.on_features(strides[n]).crop(feats[n]) for n in content_layers}
-        tile_targets = [None if g is None else {n: g[n] + (targets[k][n] - whole_mean[k][n]) for n in layers}
+        tile_targets = [None if g is None else {n: {"gram": g[n] + (targets[k][n] - whole_mean[k][n])} for n in layers}
                         for k, g in enumerate(free[index])]
         if guides is None:  # (a free region has at least one position: never None here)
             style_targets, tile_masks = tile_targets[0], None
@@ -617,10 +655,11 @@ def tiling(spec, config: Config, hw: tuple[int, int], iterations: int, dtype: to
         return ConfigError(f"{hw[1]}x{hw[0]} needs about {need(*hw) / 2**30:.1f} GB and {free / 2**30:.1f} GB "
                            f"is free on {device.type}; the largest size that fits is about --size {long_side}")
 
-    if config.loss_form != "relative":
-        # The Keras objective's normalisations are the whole image's: it is not split.
+    if config.loss_form != "relative" or config.style_loss != "gram":
+        # The Keras objective's normalisations are the whole image's, and only Gram
+        # matrices are sums over positions that tiles can share out: not split.
         if config.tile_size is not None and max(hw) > config.tile_size:
-            raise ConfigError("only the default objective can be refined in tiles, not the Keras preset's")
+            raise ConfigError("only the Gram style loss of the default objective can be refined in tiles")
         if not fits(*hw):
             raise too_large()
         return None
