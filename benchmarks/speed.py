@@ -148,7 +148,13 @@ def good(args) -> dict:
     print(f"whole run          {run_rate:7.0f} GFLOP/s  ({flops / 1e9:.0f} GFLOP of convolutions in {wall:.1f} s)")
     print(f"network fwd+bwd    {rate:7.0f} GFLOP/s  at 512x384 -> the run achieves {run_rate / rate:.0%} of it")
     print(f"matmul 4096^2 peak {peak:7.0f} GFLOP/s  -> the run achieves {run_rate / peak:.0%} of it")
-    return {"wall": wall}
+    # The cost in a unit that does not depend on the machine's speed that day: float32
+    # forward+backward passes of the same network at 512x384, timed in this process.
+    net32 = net.float()
+    one_pass = 2 * conv_flops(net32, (384, 512)) / (network_rate(net32, (384, 512), torch.float32) * 1e9)
+    print(f"\n## cost: {wall / one_pass:.1f} float32 forward+backward passes at 512x384 "
+          f"({one_pass:.2f} s each; {'bf16' if dtype == torch.bfloat16 else 'no bf16'} on this CPU)")
+    return {"wall": wall, "passes": wall / one_pass}
 
 
 def keras_schedule(steps: int, trace_file: str | None, precision: str = "float32") -> tuple[float, float]:

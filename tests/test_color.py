@@ -65,3 +65,42 @@ def test_preserve_colors_through_stylize(mode):
     assert abs(redness(kept) - redness(content)) < 0.15
     if mode == "luminance":  # exactly the photo's chroma
         assert torch.allclose(color.rgb_to_yiq(kept)[1:], color.rgb_to_yiq(content)[1:], atol=0.02)
+
+
+def test_mixture_stats_by_hand():
+    # Two flat images, black and white, in equal shares: mean 0.5, variance 0.25 per channel
+    # and full correlation between channels (gray levels only).
+    black, white = torch.zeros(3, 2, 2), torch.ones(3, 2, 2)
+    mean, cov = color.mixture_stats([black, white], [1.0, 1.0])
+    assert torch.allclose(mean.flatten(), torch.full((3,), 0.5, dtype=torch.float64))
+    assert torch.allclose(cov, torch.full((3, 3), 0.25, dtype=torch.float64))
+    img = torch.rand(3, 5, 6)
+    one = color.mixture_stats([img], [2.0])
+    assert all(torch.allclose(a, b) for a, b in zip(one, color.color_stats(img)))
+
+
+def test_match_colors_takes_the_target_moments():
+    g = torch.Generator().manual_seed(1)
+    photo = 0.3 + 0.4 * torch.rand(3, 20, 20, generator=g)
+    painting = 0.2 + 0.3 * torch.rand(3, 20, 20, generator=g) * torch.tensor([1.0, 0.6, 0.2]).view(3, 1, 1)
+    out = color.match_colors(photo, *color.color_stats(painting))
+    mean, cov = color.color_stats(out)
+    want_mean, want_cov = color.color_stats(painting)
+    assert torch.allclose(mean, want_mean, atol=1e-4) and torch.allclose(cov, want_cov, atol=1e-4)
+    # an affine map of the photo: its structure (rank order within a channel mixture) stays
+    assert torch.corrcoef(torch.stack([photo.mean(0).flatten(), out.mean(0).flatten()]))[0, 1] > 0.5
+
+
+def test_palette_start_moves_the_photo_toward_the_painting():
+    from nstyle.optimize import _palette_start
+    photo = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2)) * 0.5 + 0.5  # pale
+    painting = torch.zeros(3, 16, 16)
+    painting[0] = 0.8  # orange-red ground with some variation
+    painting[1] = 0.3 + 0.1 * torch.rand(16, 16, generator=torch.Generator().manual_seed(3))
+    starts = [_palette_start(photo, [painting], [1.0], Config(init="palette", style_strength=s)) for s in (0, 0.5, 1)]
+    assert torch.equal(starts[0], photo)
+    red = [float(s[0].mean() - s[2].mean()) for s in starts]
+    assert red[0] < red[1] < red[2] and red[2] > 0.6  # monotone in the strength, reaching the painting's
+    # with --preserve-colors the photo's colours are the point: the photo is the start
+    kept = _palette_start(photo, [painting], [1.0], Config(init="palette", preserve_colors="luminance"))
+    assert torch.equal(kept, photo)

@@ -119,11 +119,12 @@ def test_initial_images():
     content = torch.full((1, 3, 4, 4), 200.0)
     style = torch.full((1, 3, 4, 4), 10.0)
     assert torch.equal(initial_pixels(content, style, Config(init="style"), g), style)
-    assert torch.equal(initial_pixels(content, style, Config(), g), content)
+    assert torch.equal(initial_pixels(content, style, Config(init="content"), g), content)
+    assert torch.equal(initial_pixels(content, style, Config(init="palette"), g), style)  # the recoloured photo
     noise = initial_pixels(content, style, Config(init="noise"), g)
     centre = torch.tensor([123.68, 116.779, 103.939]).view(1, 3, 1, 1)
     assert ((noise - centre).abs() <= 20).all() and noise.std() > 1
-    half = initial_pixels(content, style, Config(noise_ratio=0.5), torch.Generator().manual_seed(0))
+    half = initial_pixels(content, style, Config(init="content", noise_ratio=0.5), torch.Generator().manual_seed(0))
     pure = initial_pixels(content, style, Config(init="noise"), torch.Generator().manual_seed(0))
     # r * noise + (1 - r) * content, around the centre: the average of the two.
     assert torch.allclose(half, (pure + content) / 2, atol=1e-4)

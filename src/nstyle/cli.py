@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, schedule
-from .config import COLOR_MODES, DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, Config, ConfigError, preset
+from .config import COLOR_MODES, DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, STYLE_LOSSES, Config, ConfigError, preset
 from .image import SUPPORTED_OUTPUT, ImageError, atomic_write_bytes, load_image, save_image
 from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download
 from .optimize import Diverged, Interrupted, Progress, preflight, style_options, stylize
@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--content-weight", type=_float, help=f"(default: {D.content_weight:g})")
     g.add_argument("--style-weight", type=_float, help=f"(default: {D.style_weight:g})")
     g.add_argument("--tv-weight", type=_float, help=f"total variation (default: {D.tv_weight:g})")
+    g.add_argument("--style-strength", type=_float, metavar="S",
+                   help="how far toward the painting, 0-1: the style targets are a mixture of the photo's own "
+                        "statistics (1 - S) and the painting's (S); 0 returns the photo, 0.25 a hint of the "
+                        "painting, 0.5 half way, 1 the painting's palette and strokes over the photo's layout "
+                        f"(default: {D.style_strength:g})")
+    g.add_argument("--style-loss", choices=STYLE_LOSSES, help="the style statistics matched: gram (Gatys et al.), "
+                   "meancov (mean and covariance, Wasserstein-2), histogram (per channel, Risser et al.), "
+                   f"sliced (sliced Wasserstein, Heitz et al.) (default: {D.style_loss})")
     g.add_argument("--content-layers", nargs="+", metavar="LAYER",
                    help=f"paper or Keras names (default: {' '.join(D.content_layers)})")
     g.add_argument("--style-layers", nargs="+", metavar="LAYER", help=f"(default: {' '.join(D.style_layers)})")
@@ -121,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 _CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers", "size",
                    "style_scale", "style_weights", "init", "noise_ratio", "optimizer", "iterations",
                    "learning_rate", "line_search", "seed", "model", "weights", "pooling", "device",
-                   "scales", "min_size", "tile_size", "tolerance", "precision", "preserve_colors")
+                   "scales", "min_size", "tile_size", "tolerance", "precision", "preserve_colors",
+                   "style_strength", "style_loss")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

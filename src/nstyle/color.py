@@ -64,15 +64,37 @@ def _sqrtm(cov: torch.Tensor, inverse: bool = False, eps: float = 1e-5) -> torch
     return vectors @ torch.diag(values.pow(-0.5 if inverse else 0.5)) @ vectors.T
 
 
+def color_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean (3, 1) and covariance (3, 3) of an image's RGB colours, in float64."""
+    x = image.reshape(3, -1).double()
+    return x.mean(1, keepdim=True), torch.cov(x)
+
+
+def mixture_stats(images: list[torch.Tensor], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour mean and covariance of a mixture of images, image k a share weights[k] / sum."""
+    total = sum(weights)
+    stats = [(w / total, *color_stats(im)) for im, w in zip(images, weights)]
+    mean = sum(w * mu for w, mu, _ in stats)
+    second = sum(w * (cov + mu @ mu.T) for w, mu, cov in stats)
+    return mean, second - mean @ mean.T
+
+
+def match_colors(image: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """The image (3, H, W) mapped to colour mean ``mean`` and covariance ``cov``, in [0, 1].
+
+    x' = A (x - mu_x) + mean with A = cov^(1/2) Sigma_x^(-1/2) (the paper's section 2.1,
+    symmetric square roots).
+    """
+    x = image.reshape(3, -1).double()
+    mu_x, cov_x = color_stats(image)
+    a = _sqrtm(cov) @ _sqrtm(cov_x, inverse=True)
+    out = a @ (x - mu_x) + mean
+    return out.reshape(image.shape).to(image.dtype).clamp(0, 1)
+
+
 def match_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """The style (3, H, W) with the content's colour mean and covariance, in [0, 1].
 
     x' = A (x - mu_s) + mu_c with A = Sigma_c^(1/2) Sigma_s^(-1/2).
     """
-    s = style.reshape(3, -1).double()
-    c = content.reshape(3, -1).double()
-    mu_s, mu_c = s.mean(1, keepdim=True), c.mean(1, keepdim=True)
-    cov_s, cov_c = torch.cov(s), torch.cov(c)
-    a = _sqrtm(cov_c) @ _sqrtm(cov_s, inverse=True)
-    out = a @ (s - mu_s) + mu_c
-    return out.reshape(style.shape).to(style.dtype).clamp(0, 1)
+    return match_colors(style, *color_stats(content))

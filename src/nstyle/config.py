@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
-INITS = ("content", "noise", "style")
+INITS = ("content", "noise", "style", "palette")
 POOLINGS = ("max", "avg")
 PRESETS = ("default", "keras")
 MODELS = ("auto", "vgg19", "vgg16bn-craft", "vgg16-hed")
@@ -41,7 +41,7 @@ class Config:
     style_loss: str = "gram"
     # How far the style targets go from the photo's own statistics (0: the photo is already
     # optimal) to the painting's (1): target = (1 - s) * photo + s * painting, a mixture.
-    style_strength: float = 1.0
+    style_strength: float = 0.7
     # --- the image ---
     size: int = 512                        # output size in pixels: the long side (rows with size_rows)
     size_rows: bool = False                # size is the height, as in the Keras example (img_nrows)
@@ -53,7 +53,9 @@ class Config:
     # Keep the photo's colours (Gatys et al. 2016): 'luminance' transfers style on
     # luminance only, 'histogram' maps the painting's colours to the photo's first.
     preserve_colors: str = "none"
-    init: str = "content"                  # initial image: content, noise or style
+    # Initial image: content, noise, style, or palette (the photo recoloured to the painting's
+    # colour mean and covariance, style_strength of the way).
+    init: str = "palette"
     noise_ratio: float = 0.0               # blend of uniform noise (+-20 units) into the initial image
     # --- the optimisation ---
     optimizer: str = "lbfgs"               # lbfgs, adam or sgd
@@ -166,7 +168,7 @@ KERAS_PRESET = dict(
     style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
     loss_form="keras", size=400, size_rows=True, resample="nearest",
     optimizer="sgd", iterations=4000, scales=1, learning_rate=100.0, lr_decay=0.96, lr_decay_steps=100,
-    clamp=False, init="content", noise_ratio=0.0, pooling="max", precision="float32",
+    clamp=False, init="content", style_strength=1.0, noise_ratio=0.0, pooling="max", precision="float32",
 )
 
 

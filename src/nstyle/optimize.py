@@ -453,14 +453,15 @@ def refine_tiled(net: Backbone, x: torch.Tensor, content: torch.Tensor, styles: 
     return x
 
 
-def initial_pixels(content: torch.Tensor, style: torch.Tensor, config: Config,
+def initial_pixels(content: torch.Tensor, other: torch.Tensor, config: Config,
                    generator: torch.Generator) -> torch.Tensor:
-    """The starting image (1, 3, H, W) in 0-255, from content (or style) and noise.
+    """The starting image (1, 3, H, W) in 0-255, from content (or ``other``: the painting
+    for init='style', the recoloured photo for init='palette') and noise.
 
     Noise is uniform within +-20 units around the ImageNet mean; ``noise_ratio`` r blends
     ``r * noise + (1 - r) * image`` around that mean (init='noise' is r = 1).
     """
-    base = style if config.init == "style" else content
+    base = content if config.init == "content" else other
     ratio = 1.0 if config.init == "noise" else config.noise_ratio
     if ratio == 0:
         return base.clone()
@@ -512,6 +513,7 @@ def stylize(content, styles, config: Config | None = None,
     content_img = _as_image(content)
     style_imgs = [_as_image(s) for s in styles]
     content_img, style_imgs, finish = _prepare_colors(content_img, style_imgs, config)
+    recoloured = _palette_start(content_img, style_imgs, weights, config) if config.init == "palette" else content_img
 
     choice = choose_weights(config.model, config.weights, allow_download=config.model in ("vgg19", "vgg16-hed"))
     run_plan = preflight(content_img, config, choice.spec)
@@ -534,7 +536,7 @@ def stylize(content, styles, config: Config | None = None,
             s = [prepare(img, style_size(img.shape[-2:], hw, config, k)) for img, k in zip(style_imgs, style_scales)]
             m = None if mask_imgs is None else [resize(k, hw, "area").unsqueeze(0).to(device) for k in mask_imgs]
             if x is None:
-                first = prepare(style_imgs[0], hw) if config.init == "style" else c
+                first = prepare(style_imgs[0] if config.init == "style" else recoloured, hw)
                 x = initial_pixels(c, first, config, generator)
             else:
                 # Continue from the coarser result, upsampled, plus the photo's detail that
@@ -562,6 +564,24 @@ def stylize(content, styles, config: Config | None = None,
             raise
         raise Interrupted(finish(resize(pixels_to_image(x), out_hw, "bicubic")), state.progress) from None
     return finish(pixels_to_image(x))
+
+
+def _palette_start(content: torch.Tensor, styles: list[torch.Tensor], weights: list[float],
+                   config: Config) -> torch.Tensor:
+    """init='palette': the photo with its colours moved toward the paintings' (ours).
+
+    Starting from the photo, a Gram-type style loss leaves large flat areas in the photo's
+    colours (a pale sky stays pale under The Scream): nothing in it says which region should
+    turn which colour, and the optimiser does not travel that far. The photo recoloured to
+    the paintings' colour mean and covariance (their mixture for several; the affine map of
+    Gatys et al. 2016, section 2.1, the other way round) starts it there, with every edge
+    in place; ``style_strength`` s takes that fraction of the way. With --preserve-colors the
+    photo's colours are the point, so the photo is the start.
+    """
+    if config.preserve_colors != "none":
+        return content
+    recoloured = color.match_colors(content, *color.mixture_stats(styles, weights))
+    return content + config.style_strength * (recoloured - content)
 
 
 def _prepare_colors(content: torch.Tensor, styles: list[torch.Tensor], config: Config):
