@@ -41,7 +41,7 @@ class Config:
     style_loss: str = "gram"
     # How far the style targets go from the photo's own statistics (0: the photo is already
     # optimal) to the painting's (1): target = (1 - s) * photo + s * painting, a mixture.
-    style_strength: float = 0.7
+    style_strength: float = 0.8
     # --- the image ---
     size: int = 512                        # output size in pixels: the long side (rows with size_rows)
     size_rows: bool = False                # size is the height, as in the Keras example (img_nrows)
