@@ -75,6 +75,17 @@ def write_keras_h5(path, convs: dict[str, tuple[np.ndarray, np.ndarray]], extra_
             g.create_dataset(wn[1].decode(), data=b)
 
 
+def assert_one_pixel_by_hand(w, b, kernel, bias, rng, r: int, c: int, o: int) -> None:
+    """The converted conv (w, b) gives, at output (o, r, c), the Keras kernel's cross-correlation
+    of a random 2-channel input computed by hand, with 'same' zero padding."""
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    y = torch.nn.functional.conv2d(torch.from_numpy(x), w, b, padding=1)
+    padded = np.pad(x[0], ((0, 0), (1, 1), (1, 1)))
+    by_hand = sum(kernel[dy, dx, i, o] * padded[i, r + dy, c + dx]
+                  for dy in range(3) for dx in range(3) for i in range(2)) + bias[o]
+    assert y[0, o, r, c].item() == pytest.approx(float(by_hand), rel=1e-5)
+
+
 def test_keras_h5_kernel_layout(tmp_path):
     rng = np.random.default_rng(0)
     kernel = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)  # height, width, in, out
@@ -87,13 +98,7 @@ def test_keras_h5_kernel_layout(tmp_path):
     assert w.shape == (4, 2, 3, 3)
     # Keras convolves without flipping (cross-correlation), as torch does: one output
     # pixel by hand, with 'same' zero padding.
-    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
-    y = torch.nn.functional.conv2d(torch.from_numpy(x), w, b, padding=1)
-    padded = np.pad(x[0], ((0, 0), (1, 1), (1, 1)))
-    r, c, o = 2, 3, 1
-    by_hand = sum(kernel[dy, dx, i, o] * padded[i, r + dy, c + dx]
-                  for dy in range(3) for dx in range(3) for i in range(2)) + bias[o]
-    assert y[0, o, r, c].item() == pytest.approx(float(by_hand), rel=1e-5)
+    assert_one_pixel_by_hand(w, b, kernel, bias, rng, r=2, c=3, o=1)
 
 
 @pytest.fixture(scope="module")
@@ -189,13 +194,7 @@ def test_keras3_h5_kernel_layout(tmp_path):
         "block3_conv1": (4, 2, 3, 3), "block3_conv2": (5, 4, 3, 3), "block3_conv3": (6, 5, 3, 3)}
     w, b = convs["block3_conv1"]
     # Cross-correlation, not flipped, as in Keras: one output pixel by hand, 'same' padding.
-    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
-    y = torch.nn.functional.conv2d(torch.from_numpy(x), w, b, padding=1)
-    padded = np.pad(x[0], ((0, 0), (1, 1), (1, 1)))
-    r, c, o = 4, 0, 2
-    by_hand = sum(kernel[dy, dx, i, o] * padded[i, r + dy, c + dx]
-                  for dy in range(3) for dx in range(3) for i in range(2)) + bias[o]
-    assert y[0, o, r, c].item() == pytest.approx(float(by_hand), rel=1e-5)
+    assert_one_pixel_by_hand(w, b, kernel, bias, rng, r=4, c=0, o=2)
 
 
 @pytest.fixture(scope="module")

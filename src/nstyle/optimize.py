@@ -414,6 +414,8 @@ def refine_tiled(net: Backbone, x: torch.Tensor, content: torch.Tensor, styles: 
             targets = painting
         strength = config.style_strength
         if strength < 1:  # towards the photo's own Gram matrices, as Objective.target does
+            # (the photo's features per window are computed again in the loop below: keeping
+            # every window's features would hold the whole image's, which tiles exist to avoid)
             photo: list[dict] = [{} for _ in groups]
             for t in grid:
                 feats = features(t.window.crop(content))
@@ -515,7 +517,7 @@ def stylize(content, styles, config: Config | None = None,
     content_img, style_imgs, finish = _prepare_colors(content_img, style_imgs, config)
     recoloured = _palette_start(content_img, style_imgs, weights, config) if config.init == "palette" else content_img
 
-    choice = choose_weights(config.model, config.weights, allow_download=config.model in ("vgg19", "vgg16-hed"))
+    choice = choose_weights(config.model, config.weights, allow_download=config.model != "auto")  # auto never downloads
     run_plan = preflight(content_img, config, choice.spec)
     device, dtype, out_hw = run_plan.device, run_plan.dtype, run_plan.sizes[-1]
     torch.manual_seed(config.seed)
