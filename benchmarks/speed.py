@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                       # everything, ~15 min on 2 cores
     python benchmarks/speed.py --only table          # seconds/iteration and memory per size
+    python benchmarks/speed.py --only good           # the default run at 512 px, and the defaults before issue 8
     python benchmarks/speed.py --only keras --keras-steps 4000 --keras-precision bfloat16 \
         --keras-trace out/keras4000.json             # the full Keras schedule (~1.1 h; float32: ~2 h),
                                                      # its trace kept for reuse
@@ -122,22 +123,27 @@ def network_rate(net, hw, dtype) -> float:
     return flops / min(times[1:]) / 1e9
 
 
-def good(args) -> dict:
+# The defaults before issue 8 (CRAFT network, the photo as the start, the painting's full
+# statistics), to put the new defaults' cost beside.
+BEFORE_ISSUE_8 = dict(model="vgg16bn-craft", init="content", style_strength=1.0)
+
+
+def good(args, label: str = "default settings", **changes) -> dict:
     """A default run at 512 px: wall time, evaluations, and the whole run's GFLOP/s."""
     from nstyle import Config, stylize
     from nstyle.optimize import resolve_precision
     record = []
+    cfg = Config(size=512, **changes)
     t = time.perf_counter()
-    stylize(CONTENT, [STYLE], Config(size=512), callback=record.append)
+    stylize(CONTENT, [STYLE], cfg, callback=record.append)
     wall = time.perf_counter() - t
     from nstyle.models import choose_weights
-    cfg = Config()
     net = _net(choose_weights(cfg.model).spec.name, [*cfg.content_layers, *cfg.style_layers])
     flops = 0.0
     for p in record:
         flops += 2 * conv_flops(net, p.size)
     dtype = resolve_precision("auto", torch.device("cpu"))
-    print(f"\n## time to a good image: default settings, 512 px, {CONTENT.name} x {STYLE.name}")
+    print(f"\n## time to a good image: {label} ({net.spec.name}), 512 px, {CONTENT.name} x {STYLE.name}")
     print(f"wall {wall:.1f} s (model load, targets, {len(record)} iterations, {record[-1].evaluations} evaluations)"
           f"; final size {record[-1].size[1]}x{record[-1].size[0]}")
     net = net.to(memory_format=torch.channels_last)
@@ -245,7 +251,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
     for name in args.only or ["table", "good", "keras"]:
-        {"table": table, "good": good, "keras": keras}[name](args)
+        {"table": table, "good": good_both, "keras": keras}[name](args)
+
+
+def good_both(args) -> None:
+    """The default run, and the defaults before issue 8 beside it (cost in float32 passes)."""
+    after = good(args)
+    before = good(args, "the defaults before issue 8", **BEFORE_ISSUE_8)
+    print(f"\n## cost of the defaults: {after['passes']:.1f} float32 passes now, {before['passes']:.1f} before issue 8")
 
 
 if __name__ == "__main__":
