@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from nstyle import Config, load_image
-from nstyle.models import choose_weights, load_backbone
-from nstyle.optimize import Objective
+from nstyle.weights import choose_weights, load_backbone
+from nstyle.objective import Objective
 
 root = Path(__file__).resolve().parents[1]
 a, b = sys.argv[1:3]

@@ -13,8 +13,8 @@ import torch
 
 from nstyle import Config, load_image, stylize
 from nstyle.image import fit_size, resize
-from nstyle.models import choose_weights, load_backbone
-from nstyle.optimize import Objective
+from nstyle.weights import choose_weights, load_backbone
+from nstyle.objective import Objective
 
 root = Path(__file__).resolve().parents[1]
 content, style = (sys.argv[1:3] if len(sys.argv) > 2 else

@@ -54,20 +54,22 @@ def conv_flops(net, hw: tuple[int, int]) -> float:
 
 
 def _net(model: str, layers):
-    from nstyle import models
-    spec = models.BACKBONES[model]
-    path = models.default_weights_path(spec)
+    from nstyle import network, weights
+    spec = network.BACKBONES[model]
+    path = weights.default_weights_path(spec)
     if path is None:  # random weights of the right shapes
         convs = {n: (torch.randn(co, ci, 3, 3) * 0.05, torch.zeros(co))
                  for n, k, ci, co in spec.layers if k == "conv"}
-        return models.Backbone(spec, convs, layers)
-    return models.load_backbone(models.choose_weights(model), layers)
+        return network.Backbone(spec, convs, layers)
+    return weights.load_backbone(weights.choose_weights(model), layers)
 
 
 def _one_size(model: str, size: int, precision: str, iterations: int) -> dict:
     """Run in a child process: seconds per iteration of stylize at one scale."""
     from nstyle import Config
-    from nstyle.optimize import Objective, _run, _State, resolve_precision
+    from nstyle.objective import Objective
+    from nstyle.loop import run, State
+    from nstyle.plan import resolve_precision
     torch.manual_seed(0)
     cfg = Config(size=size, scales=1, iterations=iterations, precision=precision, model=model)
     net = _net(model, [*cfg.content_layers, *cfg.style_layers]).to(memory_format=torch.channels_last)
@@ -75,10 +77,10 @@ def _one_size(model: str, size: int, precision: str, iterations: int) -> dict:
     c = torch.rand(1, 3, h, w) * 255
     dtype = resolve_precision(precision, torch.device("cpu"))
     obj = Objective(net, c, [torch.rand(1, 3, h, w) * 255], [1.0], cfg, dtype)
-    state = _State(None, time.perf_counter(), lambda image: image, total=iterations + 2, scales=1)
-    _run(obj, c.clone().requires_grad_(True), cfg, 2, state)  # warm up
+    state = State(None, time.perf_counter(), lambda image: image, total=iterations + 2, scales=1)
+    run(obj, c.clone().requires_grad_(True), cfg, 2, state)  # warm up
     t = time.perf_counter()
-    _run(obj, c.clone().requires_grad_(True), cfg, iterations, state)
+    run(obj, c.clone().requires_grad_(True), cfg, iterations, state)
     return {"s_per_it": (time.perf_counter() - t) / iterations, "gflop_fb": 2 * conv_flops(net, (h, w)) / 1e9}
 
 
@@ -131,13 +133,13 @@ BEFORE_ISSUE_8 = dict(model="vgg16bn-craft", init="content", style_strength=1.0)
 def good(args, label: str = "default settings", **changes) -> dict:
     """A default run at 512 px: wall time, evaluations, and the whole run's GFLOP/s."""
     from nstyle import Config, stylize
-    from nstyle.optimize import resolve_precision
+    from nstyle.plan import resolve_precision
     record = []
     cfg = Config(size=512, **changes)
     t = time.perf_counter()
     stylize(CONTENT, [STYLE], cfg, callback=record.append)
     wall = time.perf_counter() - t
-    from nstyle.models import choose_weights
+    from nstyle.weights import choose_weights
     net = _net(choose_weights(cfg.model).spec.name, [*cfg.content_layers, *cfg.style_layers])
     flops = 0.0
     for p in record:

@@ -37,8 +37,8 @@ def _child(size: int, tile_size: int | None, path: str) -> dict:
 
     from nstyle import Config, stylize
     from nstyle.image import load_image, save_image
-    from nstyle.models import choose_weights
-    from nstyle.optimize import preflight
+    from nstyle.weights import choose_weights
+    from nstyle.plan import preflight
     config = Config(size=size, tile_size=tile_size)
     spec = choose_weights(config.model).spec
     plan = preflight(load_image(CONTENT), config, spec)
@@ -69,8 +69,9 @@ def whole_loss(path: Path, size: int) -> float:
     import torch
     from nstyle import Config
     from nstyle.image import load_image, resize
-    from nstyle.models import choose_weights, load_backbone
-    from nstyle.optimize import Objective, style_size
+    from nstyle.weights import choose_weights, load_backbone
+    from nstyle.objective import Objective
+    from nstyle.plan import style_size
     config = Config(size=size)
     image = load_image(path)
     hw = tuple(image.shape[-2:])

@@ -499,21 +499,21 @@ def test_out_of_memory_retries_smaller(tmp_path, monkeypatch, capsys):
     import torch
     from PIL import Image as PILImage
 
-    from nstyle import cli
+    from nstyle import Stylizer, cli
 
     content, style = tmp_path / "c.png", tmp_path / "s.png"
     PILImage.new("RGB", (100, 80), (200, 100, 50)).save(content)
     PILImage.new("RGB", (60, 60), (20, 40, 200)).save(style)
-    real = cli.stylize
+    real = Stylizer.stylize
     sizes = []
 
-    def flaky(c, s, config, callback=None, masks=None):
-        sizes.append(config.size)
+    def flaky(self, c, s, **options):
+        sizes.append(options["config"].size)
         if len(sizes) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(c, s, config, callback=callback, masks=masks)
+        return real(self, c, s, **options)
 
-    monkeypatch.setattr(cli, "stylize", flaky)
+    monkeypatch.setattr(Stylizer, "stylize", flaky)
     out = tmp_path / "o.png"
     code = cli.main([str(content), str(style), "-o", str(out), "-s", "100", "-n", "2", "--scales", "1"])
     err = capsys.readouterr().err

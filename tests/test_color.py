@@ -92,7 +92,7 @@ def test_match_colors_takes_the_target_moments():
 
 
 def test_palette_start_moves_the_photo_toward_the_painting():
-    from nstyle.optimize import _palette_start
+    from nstyle.engine import _palette_start
     photo = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2)) * 0.5 + 0.5  # pale
     painting = torch.zeros(3, 16, 16)
     painting[0] = 0.8  # orange-red ground with some variation

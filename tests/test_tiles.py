@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from nstyle import Config, ConfigError, Interrupted, losses, optimize, preset, stylize, tiles
-from nstyle.models import VGG16BN_CRAFT, choose_weights, layer_strides, load_backbone
+from nstyle import Config, ConfigError, Interrupted, Stylizer, losses, plan, preset, stylize, tiled, tiles
+from nstyle.network import VGG16BN_CRAFT, layer_strides
+from nstyle.weights import choose_weights, load_backbone
 from nstyle.tiles import Rect
 from test_optimize import tiny
 
@@ -88,10 +89,10 @@ def test_rect_on_features_lines_up_with_the_whole_image():
     strides = layer_strides(VGG16BN_CRAFT)
     layers = ["relu1_1", "relu2_1", "relu3_1"]
     with torch.no_grad():
-        tiled = optimize.tiled_gram(net, image, grid, strides, layers)
+        by_tiles = tiled.tiled_gram(net, image, grid, strides, layers)
         whole = net(image)
     for n in layers:
-        assert torch.allclose(tiled[n], losses.gram(whole[n]), rtol=1e-4, atol=1e-3), n
+        assert torch.allclose(by_tiles[n], losses.gram(whole[n]), rtol=1e-4, atol=1e-3), n
 
 
 SMALL = dict(model="vgg16bn-craft", scales=1)
@@ -104,18 +105,24 @@ def test_one_tile_is_the_whole_image_optimisation(monkeypatch, strength):
     config = Config(**SMALL, size=128, iterations=6, precision="float32", style_strength=strength)
     whole = []
     stylize(content, [style], config, callback=whole.append)
-    monkeypatch.setattr(optimize, "tiling", lambda *a: (1, 1))
-    tiled = []
-    stylize(content, [style], config, callback=tiled.append)
-    assert [p.tiles for p in tiled] == [1] * 6
+    monkeypatch.setattr(plan, "tiling", lambda *a: (1, 1))
+    parts = []
+    stylize(content, [style], config, callback=parts.append)
+    assert [p.tiles for p in parts] == [1] * 6
     # (up to rounding: the tile target is T + (G(x0) - G(x0)), and L-BFGS amplifies it)
-    assert [p.loss for p in tiled] == pytest.approx([p.loss for p in whole], rel=1e-3)
+    assert [p.loss for p in parts] == pytest.approx([p.loss for p in whole], rel=1e-3)
 
 
 def test_tiled_refinement_runs_every_tile_and_lowers_each_loss():
     content, style = tiny(0, 150, 200), tiny(1, 120, 100)
-    record = []
-    image = stylize(content, [style], Config(**SMALL, size=200, tile_size=100, iterations=5), callback=record.append)
+    record, shapes = [], []
+    engine = Stylizer(Config(**SMALL, size=200, tile_size=100, iterations=5))
+
+    def cb(p):
+        record.append(p)
+        shapes.append(tuple(engine.current_image().shape))
+
+    image = engine.stylize(content, [style], callback=cb)
     assert image.shape == (3, 150, 200) and 0 <= image.min() and image.max() <= 1
     assert [p.tile for p in record] == [t for t in (1, 2, 3, 4) for _ in range(5)]
     assert {p.tiles for p in record} == {4} and record[-1].total == 20 and record[-1].step == 20
@@ -124,7 +131,7 @@ def test_tiled_refinement_runs_every_tile_and_lowers_each_loss():
     for k in (1, 2, 3, 4):
         losses = [p.loss for p in record if p.tile == k]
         assert losses[-1] < losses[0]
-    assert record[-1].image().shape == (3, 150, 200)
+    assert set(shapes) == {(3, 150, 200)}  # the whole image while a tile is refined
     # every tile changed the image
     start = content
     changed = (image - start).abs().sum(0)
@@ -159,28 +166,28 @@ def test_interrupt_in_a_tile_keeps_the_whole_image():
 
 
 def test_plan_tiles_what_does_not_fit(monkeypatch):
-    monkeypatch.setattr(optimize, "available_bytes", lambda device: 3 * 2**30)
-    plan = optimize.preflight(tiny(0, 300, 400), Config(size=4096, model="vgg16bn-craft"), VGG16BN_CRAFT)
-    assert plan.grids[0] is None and plan.grids[-1] is not None  # coarse scales whole, the finest in tiles
-    rows, cols = plan.grids[-1]
-    assert rows * cols > 1 and plan.steps == sum(sc.iterations * len(plan.tiles(i) or [0])
-                                                 for i, sc in enumerate(plan.scales))
+    monkeypatch.setattr(plan, "available_bytes", lambda device: 3 * 2**30)
+    run_plan = plan.preflight(tiny(0, 300, 400), Config(size=4096, model="vgg16bn-craft"), VGG16BN_CRAFT)
+    assert run_plan.grids[0] is None and run_plan.grids[-1] is not None  # coarse scales whole, the finest in tiles
+    rows, cols = run_plan.grids[-1]
+    assert rows * cols > 1 and run_plan.steps == sum(sc.iterations * len(run_plan.tiles(i) or [0])
+                                                 for i, sc in enumerate(run_plan.scales))
     # explicit tiles, and the Keras objective, which is not split
-    plan = optimize.preflight(tiny(0, 300, 400), Config(size=400, tile_size=256, model="vgg16bn-craft"), VGG16BN_CRAFT)
-    assert plan.grids[-1] == (2, 2)
+    run_plan = plan.preflight(tiny(0, 300, 400), Config(size=400, tile_size=256, model="vgg16bn-craft"), VGG16BN_CRAFT)
+    assert run_plan.grids[-1] == (2, 2)
     with pytest.raises(ConfigError, match="only the Gram style loss of the default objective"):
-        optimize.preflight(tiny(0), preset("keras", tile_size=128, size=400, model="vgg16bn-craft"),
+        plan.preflight(tiny(0), preset("keras", tile_size=128, size=400, model="vgg16bn-craft"),
                            VGG16BN_CRAFT)
     # nor the style losses that are not sums over positions
     with pytest.raises(ConfigError, match="only the Gram style loss"):
-        optimize.preflight(tiny(0), Config(tile_size=128, size=400, style_loss="meancov"), VGG16BN_CRAFT)
+        plan.preflight(tiny(0), Config(tile_size=128, size=400, style_loss="meancov"), VGG16BN_CRAFT)
 
 
 def test_refuses_what_does_not_fit_even_in_tiles(monkeypatch):
-    monkeypatch.setattr(optimize, "available_bytes", lambda device: 300 * 2**20)  # below the fixed cost
+    monkeypatch.setattr(plan, "available_bytes", lambda device: 300 * 2**20)  # below the fixed cost
     with pytest.raises(ConfigError, match="largest size that fits"):
-        optimize.preflight(tiny(0, 300, 400), Config(size=4096, model="vgg16bn-craft"), VGG16BN_CRAFT)
-    monkeypatch.setattr(optimize, "available_bytes", lambda device: 3 * 2**30)
+        plan.preflight(tiny(0, 300, 400), Config(size=4096, model="vgg16bn-craft"), VGG16BN_CRAFT)
+    monkeypatch.setattr(plan, "available_bytes", lambda device: 3 * 2**30)
     with pytest.raises(ConfigError, match="leave --tile-size out"):
-        optimize.preflight(tiny(0, 300, 400), Config(size=4096, tile_size=4000, model="vgg16bn-craft"),
+        plan.preflight(tiny(0, 300, 400), Config(size=4096, tile_size=4000, model="vgg16bn-craft"),
                            VGG16BN_CRAFT)

@@ -6,21 +6,19 @@ Also ``nstyle download vgg19`` (or ``vgg16-hed``). Errors are one line on stderr
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import signal
 import sys
 import traceback
-from pathlib import Path
 
-import torch
 
 from . import __version__, schedule
 from .config import COLOR_MODES, DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, STYLE_LOSSES, Config, ConfigError, preset
-from .image import SUPPORTED_OUTPUT, ImageError, atomic_write_bytes, load_image, save_image
-from .models import BACKBONES, LayerError, WeightsError, cache_dir, choose_weights, download
-from .optimize import Diverged, Interrupted, Progress, preflight, style_options, stylize
+from .errors import Diverged, ImageError, LayerError, WeightsError
+from .jobs import Job, run_job
+from .loop import Progress
+from .network import BACKBONES
+from .weights import cache_dir, download
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 D = Config()  # defaults shown in the help come from the config dataclass
@@ -193,139 +191,51 @@ def _say(quiet: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-# --- checks before the run ---------------------------------------------------------------
-
-
-def check_output(output: str, inputs: list[str], image: bool = True) -> Path:
-    """Refuse an output we could not write, or one that would overwrite an input.
-
-    ``image``: the output is an image, so its extension must be a format we write.
-    """
-    out = Path(output).expanduser()
-    if image and out.suffix.lower() not in SUPPORTED_OUTPUT:
-        raise ImageError(f"unsupported output format '{out.suffix or output}' (use .png, .jpg, .webp, .tif or .bmp)")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise ImageError(f"cannot write '{output}': directory '{parent}' does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ImageError(f"cannot write '{output}': directory '{parent}' is not writable")
-    if out.is_dir():
-        raise ImageError(f"cannot write '{output}': it is a directory")
-    for name in inputs:
-        src = Path(name).expanduser()
-        same = src.resolve() == out.resolve() or (src.exists() and out.exists() and os.path.samefile(src, out))
-        if same:
-            raise ImageError(f"refusing to overwrite the input '{name}' with the output")
-    return out
-
-
-def snapshot_path(out: Path, step: int, total: int) -> Path:
-    return out.with_name(f"{out.stem}_{step:0{len(str(total))}d}{out.suffix}")
-
-
 # --- the run -------------------------------------------------------------------------
 
 
 def run_stylize(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    inputs = [args.content, *args.styles, *(args.masks or [])]
-    out = check_output(args.output, inputs)
-    if args.log:
-        check_output(args.log, inputs, image=False)
-    content = load_image(args.content)
-    styles = [load_image(s) for s in args.styles]
-    style_options(config, len(styles), len(args.masks) if args.masks else None)
-    masks = [load_image(m) for m in args.masks] if args.masks else None
-
-    explicit = config.model != "auto" or config.weights is not None
+    log = None
+    if args.log is not None:
+        log = args.log or args.output + ".json"
+    job = Job(args.content, tuple(args.styles), args.output, config, masks=tuple(args.masks) if args.masks else None,
+              save_every=args.save_every, log=log)
     fetch = Bar(args.quiet, first_line=False)
-    choice = choose_weights(config.model, config.weights, allow_download=True,
-                            progress=lambda done, total: fetch.show(done, total, f"downloading {done / 2**20:.0f}"
-                                                                    f"/{total / 2**20:.0f} MB"))
-    fetch.close()
-    # Everything that can be checked before the long part is checked before it.
-    plan = preflight(content, config, choice.spec)
-    tiled = [(hw, grid) for hw, grid in zip(plan.sizes, plan.grids) if grid]
-    if tiled:
-        (h, w), (rows, cols) = tiled[0]
-        why = f"larger than --tile-size {config.tile_size}" if config.tile_size else "too large for memory whole"
-        _say(args.quiet, f"nstyle: {w}x{h} and above are {why}: refined in {rows}x{cols} overlapping tiles")
-    if not explicit:
-        why = {"vgg16-hed": " (vgg19 weights not found; 'nstyle download vgg19' fetches them)",
-               "vgg16bn-craft": " (vgg19 and vgg16-hed weights not found; 'nstyle download vgg19' or "
-                                "'nstyle download vgg16-hed' fetches them)"}.get(choice.spec.name, "")
-        _say(args.quiet, f"nstyle: using {choice.spec.name}{why}")
-    config = config.replace(model=choice.spec.name, weights=str(choice.path))
-
     bar = Bar(args.quiet)
-    history: list[dict] = []
-    meta = {"version": __version__, "model": choice.spec.name, "weights_md5": choice.md5,
-            "seed": config.seed, "content": args.content, "styles": args.styles, "masks": args.masks,
-            "options": {k: v for k, v in config.to_dict().items() if k != "weights"}}
 
-    def write(image, path: Path) -> None:
-        info = dict(meta, steps=history[-1]["step"] if history else 0,
-                    loss=history[-1]["loss"] if history else None)
-        save_image(image, path, {"Software": f"nstyle {__version__}", "nstyle": json.dumps(info)})
+    def download_progress(done: int, total: int) -> None:
+        fetch.show(done, total, f"downloading {done / 2**20:.0f}/{total / 2**20:.0f} MB")
+
+    def notify(text: str) -> None:
+        fetch.close()
+        bar.close()
+        _say(args.quiet, f"nstyle: {text}")
 
     def on_progress(p: Progress) -> None:
-        history.append({"step": p.step, "elapsed": round(p.elapsed, 3), "evaluations": p.evaluations,
-                        "scale": p.scale, "size": list(p.size), **p.terms()})
         left = p.elapsed * (1 - p.fraction) / max(p.fraction, 1e-9)
         eta = f"{_duration(left)} left" if p.step >= 3 else "estimating time left"
         where = f"scale {p.scale}/{p.scales} {p.size[1]}x{p.size[0]} " if p.scales > 1 else ""
         where += f"tile {p.tile}/{p.tiles} " if p.tiles else ""
-        bar.show(p.step, p.total, f"{p.step}/{p.total} {where}loss {p.loss:.4g} (content {p.content:.3g} "
-                 f"style {p.style:.3g} tv {p.tv:.3g}) {_duration(p.elapsed)} elapsed, {eta}")
-        if args.save_every and p.step % args.save_every == 0 and p.step < p.total:
-            write(p.image(), snapshot_path(out, p.step, p.total))
-
-    def finish(image) -> None:
-        write(image, out)
-        if args.log is not None:
-            log_path = Path(args.log) if args.log else out.with_name(out.name + ".json")
-            atomic_write_bytes(log_path, json.dumps(dict(meta, history=history), indent=1).encode())
+        terms = " ".join(f"{k} {v:.3g}" for k, v in p.terms.items())
+        bar.show(p.step, p.total, f"{p.step}/{p.total} {where}loss {p.loss:.4g} ({terms}) "
+                 f"{_duration(p.elapsed)} elapsed, {eta}")
 
     try:
-        while True:
-            try:
-                image = stylize(content, styles, config, callback=on_progress, masks=masks)
-                break
-            except Exception as e:  # out of memory despite the estimate: retry smaller
-                smaller = int(config.size * 0.8)
-                if not _out_of_memory(e) or smaller < 64:
-                    raise
-                bar.close()
-                _say(args.quiet, f"nstyle: out of memory at --size {config.size}; trying again at {smaller}")
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                config = config.replace(size=smaller)
-                meta["options"]["size"] = smaller
-                history.clear()
-    except Interrupted as e:
-        bar.close()
-        if e.progress is None:
-            _say(False, "nstyle: interrupted before the first iteration; nothing saved")
-            return EXIT_INTERRUPTED
-        finish(e.image)
-        _say(False, f"nstyle: interrupted at iteration {e.progress.step}/{e.progress.total}; saved {out}")
-        return EXIT_INTERRUPTED
+        result = run_job(job, callback=on_progress, notify=notify, download_progress=download_progress)
     except Diverged as e:
         bar.close()
-        finish(e.image)
-        raise ConfigError(f"{e}; the last good image is saved in {out}") from e
+        raise ConfigError(str(e)) from e
     bar.close()
-    finish(image)
-    _say(args.quiet, f"nstyle: saved {out} ({_duration(history[-1]['elapsed'])})")
+    if result.status != "done":
+        if result.output is None:
+            _say(False, "nstyle: interrupted before the first iteration; nothing saved")
+        else:
+            _say(False, f"nstyle: interrupted at iteration {result.progress.step}/{result.progress.total}; "
+                        f"saved {result.output}")
+        return EXIT_INTERRUPTED
+    _say(args.quiet, f"nstyle: saved {result.output} ({_duration(result.progress.elapsed)})")
     return 0
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    """A GPU (torch.OutOfMemoryError) or CPU allocation failure."""
-    if isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
-        return True
-    text = str(e).lower()
-    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def run_download(argv: list[str], quiet: bool) -> int:

@@ -9,6 +9,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from .errors import ConfigError
+
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
 INITS = ("content", "noise", "style", "palette")
 POOLINGS = ("max", "avg")
@@ -19,10 +21,6 @@ LOSS_FORMS = ("relative", "keras")
 PRECISIONS = ("auto", "float32", "bfloat16")
 COLOR_MODES = ("none", "luminance", "histogram")
 STYLE_LOSSES = ("gram", "meancov", "histogram", "sliced")  # losses.STYLE_LOSSES
-
-
-class ConfigError(ValueError):
-    """An option has an impossible value (a one-line, user-facing message)."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
+from .errors import ImageError
+
 try:  # ImageCms needs Pillow built with LittleCMS; colour management is optional.
     from PIL import ImageCms
 except ImportError:  # pragma: no cover - depends on the Pillow build
@@ -78,10 +80,6 @@ _DECODE_ERRORS = (
 )
 
 _HIGH_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
-
-
-class ImageError(ValueError):
-    """A user-facing, one-line error about reading or writing an image file."""
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,7 +1,7 @@
 """Tiles: the geometry for refining an image too large to optimise whole.
 
 A scale whose image would not fit in memory (or whose long side exceeds ``tile_size``)
-is refined one tile at a time, in raster order (``optimize.refine_tiled``). Each tile
+is refined one tile at a time, in raster order (``tiled.refine_tiled``). Each tile
 has three nested rectangles:
 
 * ``core``: the cores partition the image; the whole image's Gram matrices are the

@@ -1,0 +1,197 @@
+"""The plan of a run, made before its long part: device, precision, sizes per scale, the
+memory each needs against the memory free, and whether a scale is optimised whole or in
+tiles. Front ends call ``preflight`` first, so that a run that cannot succeed is refused
+in one line before any work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+from . import schedule, tiles
+from .config import Config
+from .errors import ConfigError
+from .image import fit_size
+from .network import BackboneSpec, layer_values, resolve_layer, values_per_pixel
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; a named device must be available."""
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise ConfigError(f"device '{name}' is not available on this machine (use --device cpu)")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """'auto': bfloat16 on CUDA and on CPUs with native bfloat16 (AVX-512 BF16, AMX), else float32."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu":
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+            getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if native else torch.float32
+    return torch.float32
+
+
+def output_size(height: int, width: int, config: Config) -> tuple[int, int]:
+    """The (height, width) of the result for a content image of that size."""
+    if config.size_rows:
+        # The Keras example: img_nrows = size, img_ncols = int(width * img_nrows / height).
+        return config.size, max(1, int(width * config.size / height))
+    return fit_size(height, width, config.size)
+
+
+def style_size(style_hw: tuple[int, int], out_hw: tuple[int, int], config: Config, scale: float) -> tuple[int, int]:
+    """A style image's working size: its long side is ``scale`` times the output's long side.
+
+    The Keras preset instead stretches the style to the output's exact size, as its
+    ``load_img(target_size=...)`` does.
+    """
+    if config.size_rows:
+        return out_hw
+    return fit_size(*style_hw, max(1, round(max(out_hw) * scale)))
+
+
+# What a run holds whatever the size: the Python and torch runtime and the weights (read
+# and copied into the network). From the peak RSS of runs at 256 and 512 px on the CPU.
+FIXED_BYTES = 500 * 2**20
+
+
+def estimate_bytes(spec: BackboneSpec, outputs: Iterable[str], height: int, width: int,
+                   value_bytes: int = 4, history: int = 0) -> int:
+    """Rough peak memory of a run at one size: activations, loss copies, optimiser state.
+
+    Saved activations (``value_bytes`` each: 2 under bfloat16); under reduced precision
+    also the float32 copies of the loss layers and their gradients; ``history`` L-BFGS
+    steps (two float32 images each); 10 % for the backward pass's transients; plus
+    FIXED_BYTES. Calibrated against the peaks benchmarks/speed.py measures (within 15 %
+    there at 256-1024 px).
+    """
+    outputs = [resolve_layer(n, spec) for n in outputs]
+    per_pixel = values_per_pixel(outputs, spec) * value_bytes
+    if value_bytes < 4:
+        values = layer_values(spec)
+        per_pixel += sum(values[n] for n in set(outputs)) * 8
+    pixels = height * width
+    return int(FIXED_BYTES + 1.1 * per_pixel * pixels + 2 * history * 3 * pixels * 4)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for a run on ``device``, or None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What preflight decided: where and how a run goes, scale by scale."""
+
+    device: torch.device
+    dtype: torch.dtype
+    scales: list[schedule.Scale]
+    sizes: list[tuple[int, int]]           # (height, width) per scale
+    grids: list[tuple[int, int] | None]    # (rows, cols) of tiles per scale; None: optimised whole
+
+    def tiles(self, index: int) -> list[tiles.Tile] | None:
+        grid = self.grids[index]
+        return None if grid is None else tiles.grid(*self.sizes[index], *grid)
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps of the whole run (a tiled scale takes its iterations per tile)."""
+        return sum(sc.iterations * len(self.tiles(i) or [None]) for i, sc in enumerate(self.scales))
+
+    @property
+    def work(self) -> int:
+        """Pixels x steps of the whole run."""
+        return sum(sc.iterations * sum(t.free.pixels for t in self.tiles(i)) if self.grids[i] else
+                   sc.iterations * h * w for i, (sc, (h, w)) in enumerate(zip(self.scales, self.sizes)))
+
+
+def preflight(content: torch.Tensor, config: Config, spec) -> RunPlan:
+    """The checks and the plan of a run, before its long part; a front end calls it first.
+
+    Raises ConfigError (device, size that will not fit) or LayerError (layer names).
+    """
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
+    for name in (*config.content_layers, *config.style_layers):
+        resolve_layer(name, spec)
+    out_hw = output_size(*content.shape[-2:], config)
+    scales = schedule.plan(max(out_hw), config.scales, config.min_size, config.iterations)
+    sizes = [fit_size(*out_hw, sc.size) for sc in scales[:-1]] + [out_hw]
+    grids = [tiling(spec, config, hw, sc.iterations, dtype, device) for sc, hw in zip(scales, sizes)]
+    return RunPlan(device, dtype, scales, sizes, grids)
+
+
+# Besides a tile's network, a tiled scale holds whole-image tensors: the image, the photo,
+# the paintings at that size, a copy for progress: about six float32 RGB images.
+_WHOLE_IMAGE_BYTES_PER_PIXEL = 6 * 3 * 4
+
+
+# The estimate is within 15 % of measured peaks; past the memory free, a CPU process is
+# killed by the kernel, not told: plan within this share of it.
+_SAFE = 0.85
+
+
+def tiling(spec, config: Config, hw: tuple[int, int], iterations: int, dtype: torch.dtype,
+           device: torch.device) -> tuple[int, int] | None:
+    """How a scale of size ``hw`` is optimised: None for whole, or (rows, cols) of tiles.
+
+    Whole when it fits in the memory free on the device (and is no larger than
+    ``config.tile_size``); else in the fewest tiles that fit. Refuses, before starting,
+    what will not fit even so, naming the largest size that would.
+    """
+    free = available_bytes(device)
+    history = min(config.history_size, iterations) if config.optimizer == "lbfgs" else 0
+    layers = [*config.content_layers, *config.style_layers]
+
+    def need(h: int, w: int) -> int:
+        return estimate_bytes(spec, layers, h, w, dtype.itemsize, history)
+
+    def fits(h: int, w: int) -> bool:
+        return free is None or need(h, w) + _WHOLE_IMAGE_BYTES_PER_PIXEL * hw[0] * hw[1] <= _SAFE * free
+
+    def too_large() -> ConfigError:
+        long_side = max(hw)
+        while long_side > 32 and need(*fit_size(*hw, long_side)) > _SAFE * free:
+            long_side = int(long_side * 0.95)
+        return ConfigError(f"{hw[1]}x{hw[0]} needs about {need(*hw) / 2**30:.1f} GB and {free / 2**30:.1f} GB "
+                           f"is free on {device.type}; the largest size that fits is about --size {long_side}")
+
+    if config.loss_form != "relative" or config.style_loss != "gram":
+        # The Keras objective's normalisations are the whole image's, and only Gram
+        # matrices are sums over positions that tiles can share out: not split.
+        if config.tile_size is not None and max(hw) > config.tile_size:
+            raise ConfigError("only the Gram style loss of the default objective can be refined in tiles")
+        if not fits(*hw):
+            raise too_large()
+        return None
+    try:
+        grid = tiles.choose_grid(*hw, fits, config.tile_size)
+    except ValueError:
+        raise too_large() from None
+    if grid is not None and config.tile_size is not None:
+        window = max(tiles.grid(*hw, *grid), key=lambda t: t.window.pixels).window
+        if not fits(window.height, window.width):
+            raise ConfigError(f"tiles of {config.tile_size} px need about {need(window.height, window.width) / 2**30:.1f}"
+                              f" GB and {free / 2**30:.1f} GB is free on {device.type}; "
+                              "leave --tile-size out to choose one that fits")
+    return grid
+
