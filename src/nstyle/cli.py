@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -148,6 +149,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 class Bar:
     """A one-line progress bar on stderr.
 
+    On a terminal: a tqdm bar, ``[####....] text``, cut to the terminal's width as it was
+    when the bar started; closing leaves its last state on screen and ends the line.
     Where stderr is not a terminal: a line every 10 % short of the end (the caller reports
     the end), and one for the first update when ``first_line`` (a log then shows the run
     has started).
@@ -159,6 +162,7 @@ class Bar:
         self.tty = stream.isatty()
         self.last_tenth = -1 if first_line else 0
         self.shown = False
+        self._bar = None  # the tqdm bar, on a terminal, from the first show to close
 
     def show(self, done: float, total: float, text: str) -> None:
         if self.quiet or total <= 0:
@@ -166,19 +170,41 @@ class Bar:
         frac = min(1.0, done / total)
         self.shown = True
         if self.tty:
-            filled = int(frac * 24)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (24 - filled)}] {text}\x1b[K")
-            self.stream.flush()
+            if self._bar is None or self._bar.total != total:
+                self._close_bar()
+                from tqdm import tqdm  # only a terminal needs it
+
+                # The caller's text carries the counts and times: tqdm draws the bar only,
+                # cut, as tqdm does, one column short of the width the terminal has now
+                # (80x21 where it reports no size: tqdm would then draw nothing).
+                try:
+                    size = os.get_terminal_size(self.stream.fileno())
+                except (AttributeError, ValueError, OSError):
+                    size = os.terminal_size((0, 0))
+                self._bar = tqdm(total=total, initial=min(done, total), file=self.stream, desc=text,
+                                 bar_format="[{bar:24}] {desc}",
+                                 ascii=".#", ncols=size.columns - 1 if size.columns > 1 else 79,
+                                 nrows=size.lines - 1 if size.lines > 1 else 20, dynamic_ncols=False, leave=True)
+            self._bar.set_description_str(text, refresh=False)
+            if min(done, total) >= self._bar.n:
+                self._bar.update(min(done, total) - self._bar.n)  # drawn at most every 0.1 s
+            else:
+                self._bar.n = done
+                self._bar.refresh()
         elif int(frac * 10) > self.last_tenth and (frac < 1 or self.last_tenth < 0):
             self.last_tenth = int(frac * 10)
             self.stream.write(text + "\n")
             self.stream.flush()
 
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()  # draws the last state and ends the line (leave=True)
+            self._bar = None
+
     def close(self) -> None:
         if self.shown and self.tty:
             self.shown = False
-            self.stream.write("\n")
-            self.stream.flush()
+            self._close_bar()
 
 
 def _duration(seconds: float) -> str:
@@ -213,6 +239,7 @@ def run_stylize(args: argparse.Namespace) -> int:
         _say(args.quiet, f"nstyle: {text}")
 
     def on_progress(p: Progress) -> None:
+        fetch.close()  # a finished download's bar keeps its line; the run's starts below it
         left = p.elapsed * (1 - p.fraction) / max(p.fraction, 1e-9)
         eta = f"{_duration(left)} left" if p.step >= 3 else "estimating time left"
         where = f"scale {p.scale}/{p.scales} {p.size[1]}x{p.size[0]} " if p.scales > 1 else ""
@@ -224,9 +251,10 @@ def run_stylize(args: argparse.Namespace) -> int:
     try:
         result = run_job(job, callback=on_progress, notify=notify, download_progress=download_progress)
     except Diverged as e:
-        bar.close()
         raise ConfigError(str(e)) from e
-    bar.close()
+    finally:  # a bar on a terminal ends its line before any message, an error's too
+        fetch.close()
+        bar.close()
     if result.status != "done":
         if result.output is None:
             _say(False, "nstyle: interrupted before the first iteration; nothing saved")
@@ -245,8 +273,10 @@ def run_download(argv: list[str], quiet: bool) -> int:
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
     bar = Bar(args.quiet or quiet, first_line=False)
-    path = download(BACKBONES[args.model], lambda d, t: bar.show(d, t, f"{d / 2**20:.0f}/{t / 2**20:.0f} MB"))
-    bar.close()
+    try:
+        path = download(BACKBONES[args.model], lambda d, t: bar.show(d, t, f"{d / 2**20:.0f}/{t / 2**20:.0f} MB"))
+    finally:
+        bar.close()
     _say(args.quiet or quiet, f"nstyle: {args.model} weights in {path}")
     return 0
 

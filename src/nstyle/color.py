@@ -67,7 +67,8 @@ def _sqrtm(cov: torch.Tensor, inverse: bool = False, eps: float = 1e-5) -> torch
 def color_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean (3, 1) and covariance (3, 3) of an image's RGB colours, in float64."""
     x = image.reshape(3, -1).double()
-    return x.mean(1, keepdim=True), torch.cov(x)
+    # (one pixel has no spread: its covariance is 0, not the NaN of an unbiased estimate)
+    return x.mean(1, keepdim=True), torch.cov(x, correction=1 if x.shape[1] > 1 else 0)
 
 
 def mixture_stats(images: list[torch.Tensor], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -88,6 +89,7 @@ class Config:
     preset: str = "default"                # the preset these values came from
 
     def __post_init__(self) -> None:
+        self._check_types()
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("init", self.init, INITS)
         _choice("pooling", self.pooling, POOLINGS)
@@ -140,6 +142,43 @@ class Config:
                 _number("style weight", w, lo=0.0)
             if sum(self.style_weights) <= 0:
                 raise ConfigError("style weights must not all be zero")
+
+    def _check_types(self) -> None:
+        """Each field of the type it is declared with, checked at the API's boundary, so that
+        ``size=40.5`` or ``iterations=2.0`` is refused in one line instead of failing deep
+        inside; lists where tuples are declared are taken as tuples."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            label = f.name.replace("_", " ")
+            declared = str(f.type)
+            if isinstance(value, list) and "tuple" in declared:
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            if value is None and "None" in declared:
+                continue
+            if declared.startswith("str") and isinstance(value, os.PathLike):
+                value = os.fspath(value)
+                object.__setattr__(self, f.name, value)
+            items = value if isinstance(value, tuple) and "tuple" in declared else (value,)
+            if "tuple" in declared and not isinstance(value, tuple) and not declared.startswith(("int |", "float |")):
+                raise ConfigError(f"{label} must be a tuple, not {value!r}")
+            for item in items:
+                if declared == "bool":
+                    ok = isinstance(item, bool)
+                elif declared.startswith("int") or declared.startswith("tuple[int") or "int | tuple[int" in declared:
+                    ok = isinstance(item, int) and not isinstance(item, bool)
+                    kind = "a whole number"
+                elif declared.startswith("float") or "tuple[float" in declared:
+                    ok = isinstance(item, (int, float)) and not isinstance(item, bool)
+                    kind = "a number"
+                elif declared.startswith("str") or "tuple[str" in declared:
+                    ok = isinstance(item, str)
+                    kind = "text"
+                else:
+                    continue
+                if not ok:
+                    kind = "true or false" if declared == "bool" else kind
+                    raise ConfigError(f"{label} must be {kind}, not {item!r}")
 
     @property
     def lr(self) -> float:

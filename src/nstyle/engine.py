@@ -11,6 +11,7 @@ through the callback, messages through ``logging``.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from .image import load_image, resize
 from .loop import Progress, State, pixels_to_image, run
 from .network import Backbone
 from .objective import Objective, Term
-from .plan import RunPlan, preflight, style_size
+from .plan import RunPlan, preflight, style_options, style_size
 from .tiled import refine_tiled
 from .weights import WeightsChoice, choose_weights, load_backbone
 
@@ -36,41 +37,45 @@ _NOISE_CENTRE = (123.68, 116.779, 103.939)
 _NOISE_RANGE = 20.0  # uniform noise of +-20 units, as one of the reference tutorials uses
 
 
-def style_options(config: Config, styles: int, masks: int | None = None) -> tuple[list[float], list[float]]:
-    """The blend weight and scale of each style; refuses counts that do not match the styles."""
-    if masks is not None and masks != styles:
-        raise ConfigError(f"{masks} masks for {styles} style images (give one per style)")
-    weights = per_style(config.style_weights if config.style_weights is not None else 1.0, styles, "style weights")
-    return weights, per_style(config.style_scale, styles, "style scales")
-
-
-def per_style(value: float | Sequence[float], count: int, what: str) -> list[float]:
-    """One number for every style, or exactly one per style."""
-    if isinstance(value, (int, float)):
-        return [float(value)] * count
-    if len(value) == 1:
-        return [float(value[0])] * count
-    if len(value) != count:
-        raise ConfigError(f"{len(value)} {what} for {count} style images")
-    return [float(v) for v in value]
-
-
-def _as_mask(x) -> torch.Tensor:
+def _as_mask(x, what: str) -> torch.Tensor:
     """A mask as (1, H, W) in [0, 1]: a path (its luminance) or a 2-d or 3-d tensor."""
-    m = load_image(x) if not isinstance(x, torch.Tensor) else x.float()
-    if m.ndim == 2:
-        m = m.unsqueeze(0)
-    if m.ndim != 3 or m.shape[0] not in (1, 3):
-        raise ConfigError(f"a mask tensor must be (H, W), (1, H, W) or (3, H, W), not {tuple(m.shape)}")
-    return m.mean(0, keepdim=True).clamp(0, 1)
+    if isinstance(x, torch.Tensor) and x.ndim == 2:
+        x = x.unsqueeze(0)
+    if isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    if isinstance(x, torch.Tensor) and (x.ndim != 3 or x.shape[0] != 3):
+        raise ConfigError(f"{what} must be (H, W), (1, H, W) or (3, H, W), not {tuple(x.shape)}")
+    return _as_image(x, what).mean(0, keepdim=True)
 
 
-def _as_image(x) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        if x.ndim != 3 or x.shape[0] != 3:
-            raise ConfigError(f"an image tensor must be (3, H, W), not {tuple(x.shape)}")
-        return x.float()
-    return load_image(x)
+def _as_image(x, what: str) -> torch.Tensor:
+    """An image as a (3, H, W) float32 tensor in [0, 1] on the CPU, the caller's left as it is.
+
+    Takes a path, a float tensor in [0, 1] or a uint8 tensor in 0-255 (as images are
+    stored). Anything else is refused in one line naming ``what`` it was: a float tensor in
+    0-255 would otherwise come back all white without a word.
+    """
+    if isinstance(x, (str, os.PathLike)):
+        return load_image(x)
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError(f"{what} must be a path or a (3, H, W) tensor, not {type(x).__name__}")
+    t = x.detach().cpu()
+    if t.ndim != 3 or t.shape[0] != 3:
+        raise ConfigError(f"{what} must be a (3, H, W) tensor, not {tuple(t.shape)}")
+    if t.shape[1] == 0 or t.shape[2] == 0:
+        raise ConfigError(f"{what} is empty: {tuple(t.shape)}")
+    if t.dtype == torch.uint8:
+        return t.float() / 255.0
+    if not t.is_floating_point():
+        raise ConfigError(f"{what} must be a float tensor in [0, 1] or a uint8 one, not {t.dtype}")
+    t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise ConfigError(f"{what} has NaN or infinite values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        hint = " (divide 0-255 values by 255)" if hi <= 255 + 1e-3 and lo >= -1e-3 else ""
+        raise ConfigError(f"{what} must have values in [0, 1], not {lo:.4g} to {hi:.4g}{hint}")
+    return t.clamp(0.0, 1.0)
 
 
 class Stylizer:
@@ -149,21 +154,21 @@ class Stylizer:
         if not styles:
             raise ConfigError("at least one style image is needed")
         weights, style_scales = style_options(config, len(styles), None if masks is None else len(masks))
-        mask_imgs = None if masks is None else [_as_mask(m) for m in masks]
-        content_img = _as_image(content)
-        style_imgs = [_as_image(s) for s in styles]
-        init_img = None if init is None else _as_image(init)
+        mask_imgs = None if masks is None else [_as_mask(m, f"mask {k}") for k, m in enumerate(masks, 1)]
+        content_img = _as_image(content, "the photo")
+        style_imgs = [_as_image(s, "the painting" if len(styles) == 1 else f"painting {k}")
+                      for k, s in enumerate(styles, 1)]
+        init_img = None if init is None else _as_image(init, "the start image")
         content_img, style_imgs, finish = _prepare_colors(content_img, style_imgs, config)
+        if choice is None:  # auto never downloads, as choose_weights decides
+            choice = choose_weights(config.model, config.weights, allow_download=config.model != "auto")
+        run_plan = run_plan or preflight(content_img, config, choice.spec, [tuple(s.shape[-2:]) for s in style_imgs])
         if init_img is not None:
             recoloured = init_img
         elif config.init == "palette":
             recoloured = _palette_start(content_img, style_imgs, weights, config)
         else:
             recoloured = content_img
-
-        if choice is None:  # auto never downloads, as choose_weights decides
-            choice = choose_weights(config.model, config.weights, allow_download=config.model != "auto")
-        run_plan = run_plan or preflight(content_img, config, choice.spec)
         if extra_terms and any(run_plan.grids):
             raise ConfigError("extra loss terms need the whole image, and this size is refined in tiles; "
                               "use a smaller size")

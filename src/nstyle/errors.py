@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .loop import Progress
-
 
 class ConfigError(ValueError):
     """An option has an impossible value (a one-line, user-facing message)."""
@@ -34,7 +32,7 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a run; carries the image as it was (3, H, W) at the output size, and
     the last ``Progress`` (None before the first iteration)."""
 
-    def __init__(self, image: "torch.Tensor", progress: "Progress | None"):
+    def __init__(self, image: "torch.Tensor", progress):  # progress: loop.Progress | None
         super().__init__("interrupted")
         self.image = image
         self.progress = progress

@@ -98,9 +98,29 @@ def _reason(exc: OSError) -> str:
     return " ".join(text.split())
 
 
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
 def _open_binary(path: str) -> io.BufferedReader:
-    """Open a file for reading (a seam for tests)."""
-    return open(path, "rb")
+    """Open a regular file for reading (a seam for tests).
+
+    Opened with O_NONBLOCK and checked with fstat before any read, so a FIFO with no writer
+    or a device is refused at once instead of blocking forever (as ``rsync`` and ``git``
+    refuse special files); O_NONBLOCK means nothing for a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((text for test, text in _KINDS if test(mode)), "not a regular file")
+            raise OSError(f"is {kind}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 # --------------------------------------------------------------------------- reading
@@ -135,7 +155,7 @@ def _open_loaded(path: str | os.PathLike) -> Iterator[Image.Image]:
     except PermissionError:
         raise ImageError(f"cannot read {label}: permission denied") from None
     except OSError as exc:
-        raise ImageError(f"cannot read {label}: {_reason(exc)}") from None
+        raise ImageError(f"cannot read {label}: {_reason(exc) if exc.strerror else exc}") from None
     with handle:
         try:
             info = os.fstat(handle.fileno())
@@ -397,11 +417,49 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
+def _temp_prefix(target: str) -> str:
+    return f".{os.path.basename(target)[:100]}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: alive
+    return True
+
+
+def remove_stale_temps(target: str | os.PathLike) -> list[str]:
+    """Remove the temporary files of ``target`` (``.<name>.<pid>.XXXX.tmp``, as atomic_path
+    makes them) whose process no longer runs, e.g. one killed with SIGKILL while saving;
+    another running process's are left alone. Returns the paths removed."""
+    target = os.fsdecode(target)
+    directory = os.path.dirname(target) or "."
+    head = f".{os.path.basename(target)[:100]}."
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(head) and name.endswith(".tmp")):
+            continue
+        pid = name[len(head):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path = os.path.join(directory, name)
+            _remove_quietly(path)
+            removed.append(path)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
-    The temporary file is created in the same directory (``.<name>.XXXX.tmp``). If the body
+    The temporary file is created in the same directory (``.<name>.<pid>.XXXX.tmp``); any
+    left there by a process that no longer runs (killed while saving) are removed first. If the body
     raises, the temporary file is removed and the target is left untouched; an ``OSError``
     becomes an :class:`ImageError`. A missing directory raises :class:`ImageError` up front.
     """
@@ -414,7 +472,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         raise ImageError(f"cannot write {label}: directory {_quote(directory)} does not exist")
     if os.path.isdir(target):
         raise ImageError(f"cannot write {label}: is a directory")
-    prefix = "." + os.path.basename(target)[:100] + "."
+    prefix = _temp_prefix(target)
+    remove_stale_temps(target)
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
     except PermissionError:

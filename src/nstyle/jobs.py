@@ -26,12 +26,12 @@ import torch
 
 from . import __version__
 from .config import Config
-from .engine import Stylizer, style_options
+from .engine import Stylizer
 from .errors import Cancelled, ConfigError, Diverged, ImageError, Interrupted
 from .image import SUPPORTED_OUTPUT, atomic_write_bytes, load_image, save_image
 from .loop import Progress
 from .objective import Term
-from .plan import RunPlan, preflight
+from .plan import RunPlan, preflight, style_options
 from .weights import WeightsChoice, choose_weights
 
 
@@ -168,7 +168,7 @@ def run_job(job: Job, engine: Stylizer | None = None, *, callback: Callable[[Pro
 
     explicit = config.model != "auto" or config.weights is not None
     choice = choose_weights(config.model, config.weights, allow_download=True, progress=download_progress)
-    plan = preflight(content, config, choice.spec)
+    plan = preflight(content, config, choice.spec, [tuple(s.shape[-2:]) for s in styles])
     _check_job_paths(job, out, log, choice, plan)
     tiled = [(hw, grid) for hw, grid in zip(plan.sizes, plan.grids) if grid]
     if tiled:
@@ -214,7 +214,7 @@ def run_job(job: Job, engine: Stylizer | None = None, *, callback: Callable[[Pro
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 config = config.replace(size=smaller)
-                plan = preflight(content, config, choice.spec)
+                plan = preflight(content, config, choice.spec, [tuple(s.shape[-2:]) for s in styles])
                 writer.meta["options"]["size"] = smaller
                 writer.history.clear()
     except Interrupted as e:

