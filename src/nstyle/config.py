@@ -133,6 +133,8 @@ class Config:
             raise ConfigError(f"history size must be between 1 and 10000, not {self.history_size}")
         if self.lr_decay_steps < 1:
             raise ConfigError(f"lr decay steps must be at least 1, not {self.lr_decay_steps}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be between 0 and {2**63 - 1}, not {self.seed}")
         if not 32 <= self.size <= 65_536:
             raise ConfigError(f"size must be between 32 and 65536 pixels, not {self.size}")
         if not self.content_layers and not self.style_layers:

@@ -83,8 +83,8 @@ class Stylizer:
     weights file, layers, pooling and device) and runs any number of stylizations.
 
     >>> engine = Stylizer(Config(size=256))                        # doctest: +SKIP
-    >>> a = engine.stylize("photo.jpg", ["painting.jpg"])           # reads the weights
-    >>> b = engine.stylize("other.jpg", ["painting.jpg"])           # does not
+    >>> a = engine.stylize("photo.jpg", ["painting.jpg"])  # reads the weights  # doctest: +SKIP
+    >>> b = engine.stylize("other.jpg", ["painting.jpg"])  # does not           # doctest: +SKIP
 
     ``device`` overrides ``config.device``. One stylization at a time per engine (a lock
     makes a second caller wait); ``current_image()`` may be called from any thread.

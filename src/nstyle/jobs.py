@@ -10,7 +10,7 @@ returns with that status; a diverging loss saves the last good image and raises
 ``Diverged``. The command line, the web app and batch runs all call this.
 
 >>> result = run_job(Job("photo.jpg", ("painting.jpg",), "out.png"))  # doctest: +SKIP
->>> result.status, result.output
+>>> result.status, result.output  # doctest: +SKIP
 ('done', PosixPath('out.png'))
 """
 from __future__ import annotations
@@ -159,7 +159,7 @@ def run_job(job: Job, engine: Stylizer | None = None, *, callback: Callable[[Pro
     out = check_output(job.output)
     log = None if job.log is None else check_output(job.log, image=False)
     if not isinstance(job.save_every, int) or job.save_every < 0:
-        raise ConfigError(f"save_every must be a whole number >= 0, not {job.save_every!r}")
+        raise ConfigError(f"save every must be a whole number, at least 0, not {job.save_every!r}")
     content = load_image(job.content)
     styles = [load_image(s) for s in job.styles]
     style_options(config, len(styles), None if job.masks is None else len(job.masks))
@@ -224,6 +224,8 @@ def run_job(job: Job, engine: Stylizer | None = None, *, callback: Callable[[Pro
         writer.finish(e.image)
         return result(status, out, e.progress)
     except Diverged as e:
+        if not writer.history:  # nothing done yet: nothing worth a file
+            raise
         writer.finish(e.image)
         raise Diverged(f"{e}; the last good image is saved in {out}", e.image) from e
     writer.finish(image)

