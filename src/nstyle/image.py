@@ -163,9 +163,11 @@ def _open_loaded(path: str | os.PathLike) -> Iterator[Image.Image]:
             info = None
         if info is not None and stat.S_ISREG(info.st_mode) and info.st_size == 0:
             raise ImageError(f"cannot read {label}: empty file")
-        # Pillow warns between MAX_IMAGE_PIXELS and twice that; we raise instead (_check_pixels).
+        # Pillow warns between MAX_IMAGE_PIXELS and twice that (we raise instead: _check_pixels)
+        # and on damaged files ("Truncated File Read"), which then fail to decode anyway: no
+        # warning line beside our one-line error.
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")
             try:
                 img = Image.open(handle)
             except Image.DecompressionBombError:
