@@ -90,6 +90,8 @@ class Stylizer:
     makes a second caller wait); ``current_image()`` may be called from any thread.
     """
 
+    KEEP = 4  # networks kept at most (each 60-80 MB of weights)
+
     def __init__(self, config: Config | None = None, *, device: str | None = None):
         self.config = config or Config()
         if device is not None:
@@ -108,6 +110,8 @@ class Stylizer:
             net = load_backbone(choice, layers, config.pooling)
             # Channels-last lets oneDNN (CPU) and cuDNN pick their fastest convolutions.
             self._nets[key] = net = net.to(device, memory_format=torch.channels_last)
+            while len(self._nets) > self.KEEP:  # the least recently built goes first
+                del self._nets[next(iter(self._nets))]
         return net
 
     def current_image(self) -> torch.Tensor | None:

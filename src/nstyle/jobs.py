@@ -215,6 +215,7 @@ def run_job(job: Job, engine: Stylizer | None = None, *, callback: Callable[[Pro
                     torch.cuda.empty_cache()
                 config = config.replace(size=smaller)
                 plan = preflight(content, config, choice.spec, [tuple(s.shape[-2:]) for s in styles])
+                _check_job_paths(job, out, log, choice, plan)  # the snapshots' names follow the plan
                 writer.meta["options"]["size"] = smaller
                 writer.history.clear()
     except Interrupted as e:
