@@ -249,6 +249,16 @@ def test_ctrl_c_in_the_first_step_of_the_second_scale_keeps_the_first(work, monk
     assert Image.open(work / "o.png").size == (64, 51)  # at the output size
 
 
+def test_ctrl_c_between_scales_keeps_the_first(work, monkeypatch):
+    from nstyle import engine
+    _interrupt_on_call(monkeypatch, engine, "_upsample", 1)  # moving from scale 1 to scale 2
+    res = run_main(["c.png", "s.png", "-o", "o.png", "-s", "64", "--min-size", "32", "--scales", "2", "-n", "2",
+                    "--model", "vgg16bn-craft"], work, cli_env(work.parent))
+    assert res.returncode == 130 and "interrupted at iteration 2/4; saved" in res.stderr, describe(res)
+    from PIL import Image
+    assert Image.open(work / "o.png").size == (64, 51)
+
+
 def test_ctrl_c_while_saving_leaves_no_partial_file(work, monkeypatch):
     from PIL import Image
     real = Image.Image.save
