@@ -1,6 +1,6 @@
 """The command line: ``nstyle CONTENT STYLE [STYLE ...] -o OUT.png [options]``.
 
-Also ``nstyle download vgg19`` (or ``vgg16-hed``). Errors are one line on stderr and a non-zero exit
+Also ``nstyle download vgg19`` (or ``vgg16-hed``), and ``nstyle serve`` (the web app). Errors are one line on stderr and a non-zero exit
 (``--verbose`` adds the traceback); Ctrl-C saves the current image and exits 130.
 """
 from __future__ import annotations
@@ -17,10 +17,11 @@ import torch
 
 from . import __version__, schedule
 from .config import COLOR_MODES, DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, STYLE_LOSSES, Config, ConfigError, preset
-from .errors import Diverged, ImageError, LayerError, WeightsError
+from .errors import Diverged, ImageError, LayerError, VideoError, WeightsError
 from .jobs import Job, run_job
 from .loop import Progress
 from .network import BACKBONES
+from .video import VideoJob, VideoOptions, VideoProgress, run_video
 from .weights import cache_dir, download
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -54,12 +55,22 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="nstyle", description="Paint a photo in the manner of a painting "
-                "(Gatys, Ecker and Bethge 2015). Also: 'nstyle download vgg19' (or vgg16-hed).")
-    p.add_argument("content", help="the photo")
+def build_parser(video: bool = False) -> argparse.ArgumentParser:
+    """The image command's options; with ``video``, those of 'nstyle video' (the same style
+    controls, a video in and out, per-frame iterations and the video options)."""
+    if video:
+        p = _Parser(prog="nstyle video", description="Paint every frame of a clip in the manner of the paintings, "
+                    "without flicker (Ruder, Dosovitskiy and Brox 2016): each frame starts from the previous one "
+                    "moved by the optical flow and is held to it. Resumable: run the same command again.")
+    else:
+        p = _Parser(prog="nstyle", description="Paint a photo in the manner of a painting "
+                    "(Gatys, Ecker and Bethge 2015). Also: 'nstyle download vgg19' (or vgg16-hed), "
+                    "'nstyle serve', a web page on this machine (see 'nstyle serve --help'), and "
+                    "'nstyle video', a clip painted frame by frame (see 'nstyle video --help').")
+    p.add_argument("content", help="the video (any container and codec FFmpeg reads)" if video else "the photo")
     p.add_argument("styles", nargs="+", metavar="style", help="one or more paintings")
-    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp, .tif, .bmp)")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv: H.264)" if video
+                   else "output image (.png, .jpg, .webp, .tif, .bmp)")
     p.add_argument("--preset", choices=PRESETS, default="default",
                    help="'keras' reproduces the Keras example exactly (default: default)")
     g = p.add_argument_group("objective")
@@ -85,13 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="blend weights of several styles (default: equal)")
     g.add_argument("--preserve-colors", choices=COLOR_MODES, help="keep the photo's colours: luminance "
                    "(style on luminance only) or histogram (painting recoloured first) (default: none)")
-    g.add_argument("--masks", nargs="+", metavar="MASK", help="one image per style: where in the photo it goes "
-                   "(white: this style, gray: a blend, black: none; resized to the photo)")
+    if not video:  # a mask is for one picture, not a moving one
+        g.add_argument("--masks", nargs="+", metavar="MASK", help="one image per style: where in the photo it goes "
+                       "(white: this style, gray: a blend, black: none; resized to the photo)")
     g.add_argument("--init", choices=INITS, help=f"initial image (default: {D.init})")
     g.add_argument("--noise-ratio", type=_float, help=f"blend noise into the initial image, 0-1 (default: {D.noise_ratio:g})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {D.optimizer})")
-    g.add_argument("-n", "--iterations", type=_whole, nargs="+", metavar="N",
+    if video:
+        g.add_argument("-n", "--iterations", type=_whole, dest="frame_iterations", metavar="N",
+                       help=f"of each frame after the first (default: {VideoOptions.frame_iterations})")
+    g.add_argument("--first-iterations" if video else "-n", *(() if video else ("--iterations",)),
+                   dest="iterations", type=_whole, nargs="+", metavar="N",
                    help="per scale: one number for every scale, or one per scale from coarse to fine "
                         f"(default: {' '.join(str(sc.iterations) for sc in schedule.plan(D.size, D.scales, D.min_size, None))}"
                         f" at {D.size} px; fewer above 1024 px)")
@@ -115,10 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=PRECISIONS, help="network arithmetic; auto is bfloat16 where the "
                    f"processor has it natively (default: {D.precision})")
     g = p.add_argument_group("output")
-    g.add_argument("--save-every", type=_whole, default=0, metavar="N",
-                   help="also save a numbered snapshot every N iterations")
-    g.add_argument("--log", nargs="?", const="", metavar="FILE",
-                   help="write settings and loss history as JSON (default file: OUTPUT.json)")
+    if video:
+        _video_options(g)
+    else:
+        g.add_argument("--save-every", type=_whole, default=0, metavar="N",
+                       help="also save a numbered snapshot every N iterations")
+        g.add_argument("--log", nargs="?", const="", metavar="FILE",
+                       help="write settings and loss history as JSON (default file: OUTPUT.json)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
     g.add_argument("--verbose", action="store_true", help="show tracebacks and debug messages")
     p.add_argument("--version", action="version", version=f"nstyle {__version__}")
@@ -299,6 +318,53 @@ def run_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video_options(g) -> None:
+    V = VideoOptions
+    g.add_argument("--start", type=_float, default=V.start, metavar="SECONDS", help="paint from here (default: 0)")
+    g.add_argument("--duration", type=_float, metavar="SECONDS", help="paint this long (default: to the end)")
+    g.add_argument("--temporal-weight", type=_float, default=V.temporal_weight,
+                   help=f"how strongly each frame is held to the previous one (default: {V.temporal_weight:g})")
+    g.add_argument("--long-term", action="store_true", help="also hold each frame to the frames 2 and 4 back")
+    g.add_argument("--work-dir", metavar="DIR", help="where finished frames are kept until the video is written "
+                   "(default: OUTPUT.frames beside the output)")
+    g.add_argument("--keep-frames", action="store_true", help="keep the work folder's PNG frames afterwards")
+
+
+def run_video_command(args: argparse.Namespace) -> int:
+    """nstyle video: the clip's progress on one bar, frame k of n with time left."""
+    config = config_from_args(args)
+    options = VideoOptions(frame_iterations=args.frame_iterations or VideoOptions.frame_iterations,
+                           temporal_weight=args.temporal_weight, long_term=args.long_term, start=args.start,
+                           duration=args.duration, work_dir=args.work_dir, keep_frames=args.keep_frames)
+    bar = Bar(args.quiet)
+
+    def notify(text: str) -> None:
+        bar.close()
+        _say(args.quiet, f"nstyle: {text}")
+
+    def on_progress(p: VideoProgress) -> None:
+        left = f"{_duration(p.left)} left" if p.left is not None else "estimating time left"
+        bar.show(p.frame - 1 + p.step / max(p.steps, 1), p.frames,
+                 f"frame {p.frame}/{p.frames} iteration {p.step}/{p.steps} loss {p.loss:.4g} "
+                 f"{_duration(p.elapsed)} elapsed, {left}")
+
+    if args.whole_process:
+        memory_ceiling(config.device)
+    try:
+        result = run_video(VideoJob(args.content, tuple(args.styles), args.output, config, options),
+                           callback=on_progress, notify=notify)
+    except Diverged as e:
+        raise ConfigError(str(e)) from e
+    finally:
+        bar.close()
+    if result.status != "done":
+        _say(False, f"nstyle: interrupted; {result.frames} of {result.total} frames are done in {result.work}; "
+                    "run the same command again to continue")
+        return EXIT_INTERRUPTED
+    _say(args.quiet, f"nstyle: saved {result.output} ({result.total} frames, {_duration(result.seconds)})")
+    return 0
+
+
 def run_download(argv: list[str], quiet: bool) -> int:
     p = _Parser(prog="nstyle download", description="Fetch pretrained weights into "
                 f"{cache_dir()} (set NSTYLE_CACHE to change).")
@@ -311,6 +377,24 @@ def run_download(argv: list[str], quiet: bool) -> int:
     finally:
         bar.close()
     _say(args.quiet or quiet, f"nstyle: {args.model} weights in {path}")
+    return 0
+
+
+def run_serve(argv: list[str]) -> int:
+    p = _Parser(prog="nstyle serve", description="A web page on this machine: drop a photo and paintings, "
+                "watch the painting form, stop, download, queue, history.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                   "only; any other address prints a warning and requires the token it prints)")
+    p.add_argument("--port", type=_whole, default=8000, help="(default: 8000)")
+    p.add_argument("--open", action="store_true", help="open the page in the web browser")
+    args = p.parse_args(argv)
+    from . import serve  # the web app's modules load only here
+
+    try:
+        serve.serve(args.host, args.port, args.open, announce=lambda text: _say(False, f"nstyle: {text}"))
+    except KeyboardInterrupt:
+        pass
+    _say(False, "nstyle: server stopped")
     return 0
 
 
@@ -331,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["download"]:
             return run_download(argv[1:], quiet=False)
+        if argv[:1] == ["serve"]:
+            return run_serve(argv[1:])
+        if argv[:1] == ["video"]:
+            args = build_parser(video=True).parse_args(argv[1:])
+            args.whole_process = whole_process
+            return run_video_command(args)
         args = build_parser().parse_args(argv)
         args.whole_process = whole_process
         return run_stylize(args)
@@ -340,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nnstyle: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ImageError, WeightsError, LayerError, ConfigError) as e:
+    except (ImageError, WeightsError, LayerError, ConfigError, VideoError) as e:
         return _fail(e, verbose)
     except MemoryError as e:
         return _fail(e, verbose, "out of memory: try a smaller --size")

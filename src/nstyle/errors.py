@@ -24,6 +24,10 @@ class WeightsError(RuntimeError):
     """Weights are missing, corrupt or of the wrong layout (a one-line, user-facing message)."""
 
 
+class VideoError(ValueError):
+    """A user-facing, one-line error about reading or writing a video file."""
+
+
 class LayerError(ValueError):
     """An unknown layer name (a one-line, user-facing message with a suggestion)."""
 

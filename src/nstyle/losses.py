@@ -107,6 +107,26 @@ def tv_loss(image: torch.Tensor, form: str = "relative") -> torch.Tensor:
     return (a + b).pow(1.25).sum()
 
 
+
+def temporal_loss(pixels: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The short-term temporal loss of Ruder, Dosovitskiy and Brox, "Artistic style transfer
+    for videos" (GCPR 2016), eq. (7): ``(1/D) sum_k c_k (x_k - w_k)^2`` with ``D`` the number
+    of values (3 H W), ``x`` the image being optimised, ``w`` the previous stylized frame
+    warped by the optical flow and ``c`` the per-pixel weight (0 where the flow is
+    unreliable, 1 elsewhere). ``pixels`` and ``warped`` (N, 3, H, W) in 0-255, ``mask``
+    (N, 1, H, W) in [0, 1].
+
+    Ours: the differences are in [0, 1] units (divided by 255), the convention of the
+    relative total variation, so the weight does not depend on the pixel range; the paper
+    sums 0-255 values.
+
+    >>> x = torch.full((1, 3, 2, 2), 255.0)
+    >>> temporal_loss(x, torch.zeros(1, 3, 2, 2), torch.tensor([1.0, 0, 0, 0]).view(1, 1, 2, 2))
+    tensor(0.2500)
+    """
+    d = (pixels - warped) / 255.0
+    return (mask * d * d).sum() / d.numel()
+
 # --- Style statistics beyond the Gram matrix (selected by ``--style-loss``) -----------
 #
 # Every kind is a pair of pure functions: ``style_target`` measures a painting's features
