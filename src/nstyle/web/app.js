@@ -60,6 +60,14 @@ async function api(path, options = {}) {
   return body;
 }
 
+// A run's record, unless the one held is further on: an event can overtake the answer to a
+// request made before it (queued < running < ended).
+function keep(r) {
+  const rank = (x) => (x.status === "queued" ? 0 : x.status === "running" ? 1 : 2);
+  const held = state.runs.get(r.id);
+  if (!held || rank(r) >= rank(held)) state.runs.set(r.id, r);
+}
+
 function say(text, field = null) {
   const box = $("message");
   box.textContent = text || "";
@@ -353,7 +361,7 @@ async function start() {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ content: state.photo.id, styles: state.paintings.map((p) => p.id), masks, settings: settings() }),
     });
-    state.runs.set(record.id, record);
+    keep(record);
     renderHistory();
     state.follow = true;
     if (!state.running) watch(record.id);
@@ -647,7 +655,10 @@ function connect() {
   on("hello", async (active) => {
     $("connection").textContent = "connected";
     $("connection").className = "pill ok";
-    for (const r of await api("/api/runs")) state.runs.set(r.id, r);
+    const runs = await api("/api/runs");  // after a restart of the server, what it has now
+    const ids = new Set(runs.map((r) => r.id));
+    for (const id of [...state.runs.keys()]) if (!ids.has(id)) state.runs.delete(id);
+    for (const r of runs) keep(r);
     renderHistory();
     renderQueue(active);
   });
@@ -656,7 +667,7 @@ function connect() {
   on("preview", (d) => wantPreview(d.run, d.step));
   on("note", (d) => { if (d.run === state.watching) $("note").textContent = d.text; });
   on("run", (r) => {
-    state.runs.set(r.id, r);
+    keep(r);
     renderHistory();
     if (r.id === state.watching) {
       if (!["queued", "running"].includes(r.status)) {
