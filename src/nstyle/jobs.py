@@ -168,7 +168,8 @@ def run_job(job: Job, engine: Stylizer | None = None, *, callback: Callable[[Pro
 
     explicit = config.model != "auto" or config.weights is not None
     choice = choose_weights(config.model, config.weights, allow_download=True, progress=download_progress)
-    plan = preflight(content, config, choice.spec, [tuple(s.shape[-2:]) for s in styles])
+    style_shapes = [tuple(s.shape[-2:]) for s in styles]
+    plan = preflight(content, config, choice.spec, style_shapes)
     _check_job_paths(job, out, log, choice, plan)
     tiled = [(hw, grid) for hw, grid in zip(plan.sizes, plan.grids) if grid]
     if tiled:
@@ -214,7 +215,7 @@ def run_job(job: Job, engine: Stylizer | None = None, *, callback: Callable[[Pro
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 config = config.replace(size=smaller)
-                plan = preflight(content, config, choice.spec, [tuple(s.shape[-2:]) for s in styles])
+                plan = preflight(content, config, choice.spec, style_shapes)
                 _check_job_paths(job, out, log, choice, plan)  # the snapshots' names follow the plan
                 writer.meta["options"]["size"] = smaller
                 writer.history.clear()
