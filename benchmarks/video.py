@@ -11,7 +11,12 @@ same settings and prints, per clip:
 * seconds per frame after the first, and the share of time spent on optical flow.
 
     python benchmarks/video.py --size 256 --frames 24
+    python benchmarks/video.py --size 512 --frames 6 --clip pan --video-only   # seconds per frame at 512 px
+    python benchmarks/video.py --size 256 --frames 24 --clip pan --examples examples  # README frames and GIF
     python benchmarks/video.py --sweep            # the temporal weight's calibration
+
+Seconds are also given as float32 forward+backward passes of the network at 512x384, timed
+in the same process, since these machines' speed varies from run to run.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import torch
 
 from nstyle import Config, Stylizer, load_image
 from nstyle.image import resize
+from nstyle.weights import choose_weights
 from nstyle.video import VideoOptions, consistency_mask, optical_flow, stylize_video, warp, working_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +88,45 @@ def run(frames, style, config, engine, options, per_frame: bool):
     return painted, times, timings
 
 
+def pass_seconds(engine: Stylizer, config: Config) -> float:
+    """Seconds of one float32 forward+backward pass of the run's network at 512x384, timed
+    here (best of 3 after a warm-up): the unit the other timings are also given in."""
+    net = engine.network(choose_weights(config.model, config.weights), config, torch.device("cpu"))
+    x = (torch.rand(1, 3, 384, 512) * 255).requires_grad_(True)
+    times = []
+    for _ in range(4):
+        t = time.perf_counter()
+        out = net(x.contiguous(memory_format=torch.channels_last))
+        sum(v.float().sum() for v in out.values()).backward()
+        times.append(time.perf_counter() - t)
+    return min(times[1:])
+
+
+def save_examples(folder: Path, solo, vid, name: str) -> None:
+    """Three frames side by side (top: each frame on its own; bottom: nstyle video) as a JPEG,
+    and the whole clip as an animated GIF (left: per frame; right: video), for the README."""
+    from PIL import Image
+
+    def pil(t):
+        return Image.fromarray((t.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+
+    picks = [0, len(vid) // 2, len(vid) - 1]
+    h, w = vid[0].shape[-2:]
+    sheet = Image.new("RGB", (3 * w + 8, 2 * h + 4), "white")
+    for col, k in enumerate(picks):
+        sheet.paste(pil(solo[k]), (col * (w + 4), 0))
+        sheet.paste(pil(vid[k]), (col * (w + 4), h + 4))
+    sheet.save(folder / f"video_{name}_frames.jpg", quality=90)
+    pairs = []
+    for a, b in zip(solo, vid):
+        frame = Image.new("RGB", (2 * w + 4, h), "white")
+        frame.paste(pil(a), (0, 0))
+        frame.paste(pil(b), (w + 4, 0))
+        pairs.append(frame.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))
+    pairs[0].save(folder / f"video_{name}.gif", save_all=True, append_images=pairs[1:], duration=83, loop=0,
+                  optimize=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--size", type=int, default=512)
@@ -89,39 +134,60 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=VideoOptions.frame_iterations)
     p.add_argument("--first", type=int, nargs="+", default=None, help="the first frame's iterations per scale")
     p.add_argument("--style", default=str(ROOT / "examples" / "starry_night.jpg"))
+    p.add_argument("--clip", choices=("pan", "still", "both"), default="both",
+                   help="pan: the pan and zoom; still: the still camera with a moving object")
+    p.add_argument("--video-only", action="store_true",
+                   help="skip painting each frame on its own (seconds per frame and colour drift only)")
     p.add_argument("--sweep", action="store_true", help="temporal error and style loss for several weights")
     p.add_argument("--save", help="save the painted frames of the pan clip here (per-frame and video)")
+    p.add_argument("--examples", type=Path, help="write frames side by side and an animated GIF of each clip here")
     args = p.parse_args()
     photo, style = load_image(ROOT / "examples" / "tubingen.jpg"), load_image(args.style)
     hw = working_size(*photo.shape[-2:], args.size)
     config = Config(size=max(hw), iterations=tuple(args.first) if args.first else None)
     engine = Stylizer(config)
-    clips = {"pan and zoom": pan_zoom(photo, args.frames, hw), "moving object": moving_object(photo, args.frames, hw)}
+    clips = {}
+    if args.clip in ("pan", "both"):
+        clips["pan and zoom"] = pan_zoom(photo, args.frames, hw)
+    if args.clip in ("still", "both"):
+        clips["moving object"] = moving_object(photo, args.frames, hw)
     if args.sweep:
-        frames = clips["pan and zoom"][:4]
+        frames = pan_zoom(photo, 4, hw)
         for w in (0, 2e4, 1e5, 2e5, 1e6, 2e6):
             painted, _, _ = run(frames, style, config, engine, VideoOptions(args.iterations, w), False)
             print(f"temporal weight {w:g}: temporal error {temporal_error(frames, painted):.2f}/255", flush=True)
         return
+    unit = pass_seconds(engine, config)
+    bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
     print(f"{args.size} px ({hw[1]}x{hw[0]}), {args.frames} frames, first frame {config.iterations or 'default'}"
-          f" iterations, later frames {args.iterations}", flush=True)
+          f" iterations, later frames {args.iterations}; one float32 fwd+bwd pass at 512x384 = {unit:.2f} s"
+          f" ({'avx512_bf16' if bf16 else 'no bf16'} on this CPU)", flush=True)
     options = VideoOptions(args.iterations)
     for name, frames in clips.items():
-        solo, solo_t, _ = run(frames, style, config, engine, options, True)
         vid, vid_t, timings = run(frames, style, config, engine, options, False)
-        e_solo, e_vid = temporal_error(frames, solo), temporal_error(frames, vid)
-        print(f"{name}: temporal error per-frame {e_solo:.2f}/255, video {e_vid:.2f}/255 ({e_solo / e_vid:.1f}x lower); "
-              f"s/frame after the first: per-frame {sum(solo_t[1:]) / len(solo_t[1:]):.1f}, "
-              f"video {sum(vid_t[1:]) / len(vid_t[1:]):.1f}; flow {100 * timings['flow'] / sum(vid_t):.2f} % of the time",
-              flush=True)
+        later = sum(vid_t[1:]) / max(len(vid_t) - 1, 1)
+        e_vid = temporal_error(frames, vid)
+        print(f"{name}: video: first frame {vid_t[0]:.1f} s, then {later:.1f} s per frame"
+              f" ({later / unit:.1f} passes); flow {100 * timings['flow'] / sum(vid_t):.2f} % of the time;"
+              f" temporal error {e_vid:.2f}/255", flush=True)
+        solo = None
+        if not args.video_only:
+            solo, solo_t, _ = run(frames, style, config, engine, options, True)
+            e_solo = temporal_error(frames, solo)
+            per = sum(solo_t[1:]) / max(len(solo_t) - 1, 1)
+            print(f"  temporal error per-frame {e_solo:.2f}/255, video {e_vid:.2f}/255 ({e_solo / e_vid:.1f}x lower);"
+                  f" per-frame painting {per:.1f} s per frame ({per / unit:.1f} passes)", flush=True)
         if name == "moving object":
             bg = torch.ones(hw)
             bg[int(hw[0] * 0.4):int(hw[0] * 0.8)] = 0  # away from the disc's path
-            for label, p in (("per-frame", solo), ("video", vid)):
-                drift = ((p[-1] - p[0]) * bg).sum((1, 2)).abs() / bg.sum() * 255
-                print(f"  colour drift first->last frame ({label}): {float(drift.mean()):.2f}/255", flush=True)
+            for label, painted in (("per-frame", solo), ("video", vid)):
+                if painted is not None:
+                    drift = ((painted[-1] - painted[0]) * bg).sum((1, 2)).abs() / bg.sum() * 255
+                    print(f"  colour drift first->last frame ({label}): {float(drift.mean()):.2f}/255", flush=True)
         if args.save and name == "pan and zoom":
             torch.save({"frames": frames, "per_frame": solo, "video": vid}, args.save)
+        if args.examples and solo is not None:
+            save_examples(args.examples, solo, vid, "pan" if name == "pan and zoom" else "still")
 
 
 if __name__ == "__main__":

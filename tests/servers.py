@@ -44,6 +44,23 @@ def deaf_worker() -> None:
     worker.run_job = lambda job, engine, cancel=None, **kwargs: real(job, engine, **kwargs)
 
 
+def slow_worker() -> None:
+    """The random network, with every iteration taking 1.2 s longer (as a large image's do on
+    a CPU): Stop must wait for the iteration to end rather than kill the worker."""
+    random_network_worker()
+    from nstyle import worker
+
+    real = worker.run_job
+
+    def slow(job, engine, callback=None, **kwargs):
+        def late(progress):
+            time.sleep(1.2)
+            callback(progress)
+        return real(job, engine, callback=late, **kwargs)
+
+    worker.run_job = slow
+
+
 class LiveServer:
     """``create_app(folder, **options)`` served by uvicorn on 127.0.0.1 and a free port."""
 

@@ -35,25 +35,30 @@ def texture(i: int, shift: int = 2) -> np.ndarray:
     return img
 
 
-def make_clip(path: Path, frames: int = FRAMES, audio: bool = True, video_track: bool = True) -> Path:
+def make_clip(path: Path, frames: int = FRAMES, audio: bool = True, video_track: bool = True,
+              pts: list[int] | None = None, audio_codec: str = "aac") -> Path:
+    """A clip of ``texture`` frames at FPS (or at the timestamps ``pts``, in 1/FPS units),
+    with a 440 Hz tone as its audio track."""
+    pcm = audio_codec.startswith("pcm_s16")
     with av.open(str(path), "w") as out:
         vs = None
         if video_track:
             vs = out.add_stream("libx264", rate=FPS)
             vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
-        a = out.add_stream("aac", rate=16000) if audio else None
+        a = out.add_stream(audio_codec, rate=16000, layout="mono") if audio else None
         for i in range(frames if vs else 0):
             f = av.VideoFrame.from_ndarray(texture(i), format="rgb24")
-            f.pts = i
+            f.pts = i if pts is None else pts[i]
             out.mux(vs.encode(f))
         if vs:
             out.mux(vs.encode(None))
         if a is not None:
             n = 16000 * FRAMES // FPS
-            samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)[None]
+            samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000))[None]
+            samples = (samples * 32767).astype(np.int16) if pcm else samples.astype(np.float32)
             for k in range(0, n, 1024):
-                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k:k + 1024]), format="fltp",
-                                                layout="mono")
+                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k:k + 1024]),
+                                                format="s16" if pcm else "fltp", layout="mono")
                 fr.sample_rate, fr.pts = 16000, k
                 out.mux(a.encode(fr))
             out.mux(a.encode(None))
@@ -63,6 +68,17 @@ def make_clip(path: Path, frames: int = FRAMES, audio: bool = True, video_track:
 def audio_packets(path: Path) -> int:
     with av.open(str(path)) as c:
         return sum(1 for p in c.demux(c.streams.audio[0]) if p.size)
+
+
+def audio_track(path: Path) -> tuple[str, float, float]:
+    """(codec, seconds of decoded sound, its loudest sample) of the first audio track."""
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        frames = list(c.decode(a))
+        peak = max(float(np.abs(f.to_ndarray()).max()) for f in frames)
+        if frames[0].format.name.startswith("s16"):
+            peak /= 32767
+        return a.codec_context.name, sum(f.samples for f in frames) / a.codec_context.sample_rate, peak
 
 
 @pytest.fixture
@@ -101,6 +117,34 @@ def test_start_and_duration_paint_a_part(tmp_path, clip, style, random_network, 
     assert res.returncode == 0, describe(res)
     out = probe(tmp_path / "part.mkv")
     assert out.frames == 6 and out.rate == FPS and out.audio
+
+
+def test_a_variable_frame_rate_clip_keeps_every_timestamp(tmp_path, style, random_network, monkeypatch):
+    monkeypatch.setattr(video, "choose_weights", lambda *a, **k: random_network)
+    stamps = [0, 1, 2, 4, 5, 8, 9, 10, 13, 14]  # gaps of 1, 2 and 3 frame times
+    clip = make_clip(tmp_path / "vfr.mp4", frames=len(stamps), pts=stamps, audio=False)
+    src = probe(clip)
+    assert src.variable and src.frames == len(stamps)
+    res = run_main(["video", str(clip), str(style), "-o", "out.mp4", *FAST], tmp_path, cli_env(tmp_path))
+    assert res.returncode == 0, describe(res)
+    out = probe(tmp_path / "out.mp4")
+    assert out.variable and out.time_base == src.time_base and out.pts == src.pts
+
+
+def test_audio_that_the_output_cannot_hold_is_re_encoded(tmp_path, style, random_network, monkeypatch):
+    # PCM sound in Matroska: FFmpeg's MP4 muxer refuses PCM (when it closes the file), so the
+    # sound is re-encoded as AAC, the same length and loudness; into .mkv it is copied as is.
+    monkeypatch.setattr(video, "choose_weights", lambda *a, **k: random_network)
+    clip = make_clip(tmp_path / "pcm.mkv", audio_codec="pcm_s16le")
+    codec, seconds, peak = audio_track(clip)
+    assert codec == "pcm_s16le"
+    for name, want in (("out.mp4", "aac"), ("out.mkv", "pcm_s16le")):
+        res = run_main(["video", str(clip), str(style), "-o", name, *FAST], tmp_path, cli_env(tmp_path))
+        assert res.returncode == 0, describe(res)
+        got, got_seconds, got_peak = audio_track(tmp_path / name)
+        assert got == want
+        assert abs(got_seconds - seconds) < 1024 / 16000 + 1e-9  # AAC pads to whole 1024-sample frames
+        assert abs(got_peak - peak) < 0.05
 
 
 def test_resume_after_kill_paints_only_the_missing_frames(tmp_path, clip, style):

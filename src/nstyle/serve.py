@@ -24,6 +24,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 import uuid
 import webbrowser
 from contextlib import asynccontextmanager
@@ -254,6 +255,16 @@ def create_app(folder: str | Path | None = None, *, token: str | None = None, lo
             if (WEB / "examples" / name).is_file():
                 examples.append(dict(store.add_example(WEB / "examples" / name), role=role))
         runner.start()
+        for record in store.queued():  # runs queued when the last server stopped: run them now
+            named = record["inputs"]
+            try:
+                photo, paintings, masks = inputs_of({"content": named["content"]["id"], "masks": named["masks"],
+                                                     "styles": [s["id"] for s in named["styles"]]})
+                config, _ = settings_config(record["settings"])
+            except ConfigError as e:
+                hub.publish("run", store.update_run(record["id"], status="failed", message=str(e), finished=time.time()))
+                continue
+            runner.submit(record["id"], job_of(record["id"], photo, paintings, masks, config), config.size)
         try:
             yield
         finally:
@@ -340,15 +351,18 @@ def create_app(folder: str | Path | None = None, *, token: str | None = None, lo
                     raise ConfigError(f"the mask of painting {k} is no longer on the server: paint it again")
         return photo, paintings, masks
 
+    def job_of(run_id: str, photo: dict, paintings: list, masks: list | None, config: Config) -> Job:
+        path = lambda u: f"uploads/{u['id']}.{u['ext']}"  # noqa: E731 - relative to the data folder
+        return Job(path(photo), tuple(path(p) for p in paintings), f"runs/{run_id}/output.png", config,
+                   masks=None if masks is None else tuple(path(m) for m in masks), log=f"runs/{run_id}/output.json")
+
     async def create_run(request: Request):
         body = await read_json(request)
         photo, paintings, masks = inputs_of(body)
         config, settings = settings_config(body.get("settings", {}))
         style_options(config, len(paintings), None if masks is None else len(masks))
         run_id = uuid.uuid4().hex
-        path = lambda u: f"uploads/{u['id']}.{u['ext']}"  # noqa: E731 - relative to the data folder
-        job = Job(path(photo), tuple(path(p) for p in paintings), f"runs/{run_id}/output.png", config,
-                  masks=None if masks is None else tuple(path(m) for m in masks), log=f"runs/{run_id}/output.json")
+        job = job_of(run_id, photo, paintings, masks, config)
         inputs = {"content": {"id": photo["id"], "name": photo["name"]},
                   "styles": [{"id": p["id"], "name": p["name"]} for p in paintings],
                   "masks": None if masks is None else [m["id"] for m in masks]}

@@ -138,9 +138,10 @@ class Store:
             self._db.execute("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created REAL, "
                              "started REAL, finished REAL, status TEXT, message TEXT, "
                              "inputs TEXT, settings TEXT, result TEXT)")
-            # Runs a previous server left queued or running did not finish.
+            # A run a previous server left running did not finish (one stopped on the way out
+            # was recorded as stopped); queued ones stay queued, for the new server to run.
             self._db.execute("UPDATE runs SET status = 'cancelled', message = 'the server stopped before "
-                             "it finished' WHERE status IN ('queued', 'running')")
+                             "it finished' WHERE status = 'running'")
 
     def close(self) -> None:
         with self._lock:
@@ -233,6 +234,12 @@ class Store:
         record["output"] = (folder / "output.png").is_file()
         record["log"] = (folder / "output.json").is_file()
         return record
+
+    def queued(self) -> list[dict]:
+        """The runs waiting to start, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM runs WHERE status = 'queued' ORDER BY created").fetchall()
+        return [self._record(row) for row in rows]
 
     def seconds_per_size(self) -> float | None:
         """How long finished runs took per (size / 1000 px)^2, the median of the last five,

@@ -401,7 +401,21 @@ def write_video(path: str | os.PathLike, frames: Iterable[torch.Tensor], info: V
             if codec == "libx264":
                 stream.options = {"crf": str(crf), "preset": "medium"}
             audio_in = source.streams.audio[0] if source.streams.audio else None
-            audio_out = out.add_stream_from_template(audio_in) if audio_in is not None else None
+            copy = audio_in is not None and _copyable(audio_in, path.suffix)
+            if audio_in is None:
+                audio_out = None
+            elif copy:
+                audio_out = out.add_stream_from_template(audio_in)
+            else:
+                # A layout of the same channel count that AAC takes ("1 channels", an unordered
+                # layout some files carry, is refused; more than 5.1 is mixed down).
+                channels = audio_in.codec_context.layout.nb_channels if audio_in.codec_context.layout else 2
+                layout = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1"}.get(channels, "5.1")
+                audio_out = out.add_stream("aac", rate=audio_in.codec_context.sample_rate or 48000, layout=layout)
+                # 96 kb/s a channel (192 kb/s stereo), capped at AAC's most: 6144 bits a channel
+                # per 1024-sample frame, which a low sample rate reaches first.
+                audio_out.bit_rate = min(96_000, 6 * audio_out.codec_context.sample_rate) * \
+                    audio_out.codec_context.layout.nb_channels
             first = info.pts[0]
             count = 0
             for image, pts in zip(frames, info.pts):
@@ -416,7 +430,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[torch.Tensor], info: V
                 raise VideoError(f"{count} frames to write, {info.frames} expected")
             out.mux(stream.encode(None))
             if audio_out is not None:
-                _copy_audio(source, audio_in, audio_out, out, info)
+                (_copy_audio if copy else _encode_audio)(source, audio_in, audio_out, out, info)
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -434,6 +448,55 @@ def _muxer(suffix: str) -> str:
     return {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}[suffix.lower()]
 
 
+# Audio codecs that FFmpeg's MP4 and QuickTime muxers take as they are (others are refused,
+# some only when the file is closed, e.g. PCM in MP4); Matroska takes any. Anything else is
+# re-encoded as AAC, the audio codec every player of an H.264 MP4 reads.
+_COPY_AUDIO = {
+    "mp4": {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"},
+    "mov": {"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
+            "pcm_f32le", "pcm_u8"},
+}
+
+
+def _copyable(audio_in, suffix: str) -> bool:
+    allowed = _COPY_AUDIO.get(_muxer(suffix))
+    return allowed is None or audio_in.codec_context.name in allowed
+
+
+def _in_span(t: float, info: VideoInfo) -> bool:
+    """An audio timestamp ``t`` (seconds on the painted span's clock, plus ``info.begin``)
+    falls in what is painted."""
+    return not ((info.begin > 0 and t < info.begin - 1e-6) or (info.end is not None and t >= info.end - 1e-6))
+
+
+def _encode_audio(source, audio_in, audio_out, out, info: VideoInfo) -> None:
+    """Decode the audio of the painted span and encode it as AAC (when its codec cannot be
+    copied into the output's container), starting at the same offset from the first frame."""
+    av = _av()
+    rate = audio_out.codec_context.sample_rate
+    resampler = av.AudioResampler(format="fltp", layout=audio_out.codec_context.layout.name, rate=rate)
+    first = info.pts[0] * info.time_base
+    samples = None
+    for frame in source.decode(audio_in):
+        if frame.pts is None:
+            continue
+        t = float(frame.pts * frame.time_base - first)
+        if not _in_span(t + info.begin, info):
+            continue
+        for piece in resampler.resample(frame):
+            if samples is None:
+                samples = max(0, round(t * rate))
+            piece.pts, piece.time_base = samples, Fraction(1, rate)
+            samples += piece.samples
+            out.mux(audio_out.encode(piece))
+    for piece in resampler.resample(None):
+        if samples is not None:
+            piece.pts, piece.time_base = samples, Fraction(1, rate)
+            samples += piece.samples
+            out.mux(audio_out.encode(piece))
+    out.mux(audio_out.encode(None))
+
+
 def _copy_audio(source, audio_in, audio_out, out, info: VideoInfo) -> None:
     """Remux the audio packets of the painted span (no re-encoding), moved by as much as the
     video (its first painted frame at 0), so that both stay in step. With no ``start`` all
@@ -445,8 +508,7 @@ def _copy_audio(source, audio_in, audio_out, out, info: VideoInfo) -> None:
     for packet in source.demux(audio_in):
         if packet.pts is None or packet.dts is None:
             continue
-        t = float(packet.pts * tb - first) + info.begin
-        if (info.begin > 0 and t < info.begin - 1e-6) or (info.end is not None and t >= info.end - 1e-6):
+        if not _in_span(float(packet.pts * tb - first) + info.begin, info):
             continue
         packet.pts -= offset
         packet.dts -= offset

@@ -134,6 +134,7 @@ class Live:
     notes: list = field(default_factory=list)
     stop_asked: float | None = None                 # time.monotonic() of Stop
     stop_reason: str = ""                           # who stopped it, when not the user
+    longest: float = 0.0                            # seconds of its longest iteration so far
 
     def public(self, history: bool = False) -> dict:
         """What the page shows of it; with the loss history so far (a page that comes back)."""
@@ -188,16 +189,15 @@ class Runner:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the running job (its image is saved as for Stop), cancel the queue, end the worker."""
+        """Stop the running job (its image is saved as for Stop) and end the worker. The queued
+        runs stay queued in the store: the next server runs them."""
         with self._lock:
-            for run_id, _, _ in self._queue:
-                self.store.update_run(run_id, status="cancelled", message="the server stopped before it started")
             self._queue.clear()
             live = self.live
             if live is not None:
                 self.stop(live.id, why="the server stopped")
         # A little longer than the runner's own fallback (it kills a worker that does not stop).
-        deadline = time.monotonic() + self.kill_after + 1.5
+        deadline = time.monotonic() + (self.patience(live) if live is not None else 0) + 1.5
         while live is not None and self.live is live and time.monotonic() < deadline:
             time.sleep(0.05)
         self._closing.set()
@@ -301,9 +301,15 @@ class Runner:
             self._handle(message)
         with self._lock:
             if (self.live is live and live.stop_asked is not None
-                    and time.monotonic() - live.stop_asked > self.kill_after):
-                log.warning("run %s did not stop within %.0f s: ending its worker", live.id, self.kill_after)
+                    and time.monotonic() - live.stop_asked > self.patience(live)):
+                log.warning("run %s did not stop within %.0f s: ending its worker", live.id, self.patience(live))
                 self._worker_died(worker, killed=True)
+
+    def patience(self, live: Live) -> float:
+        """How long a run may take to stop after Stop before its worker is killed: the run
+        stops at the end of its iteration, so at least three times its longest one (a large
+        image's iteration can take longer than ``kill_after`` on a CPU)."""
+        return max(self.kill_after, 3 * live.longest)
 
     def _start_next(self, worker: _Worker) -> None:
         run_id, job, size = self._queue.pop(0)
@@ -320,7 +326,10 @@ class Runner:
             if live is None or message.get("run") != live.id:
                 return  # 'ready', or a message of a run already ended
             if kind == "progress":
-                p = live.progress = message["progress"]
+                p = message["progress"]
+                if live.progress is not None:  # the first one's time includes the run's setup
+                    live.longest = max(live.longest, p["elapsed"] - live.progress["elapsed"])
+                live.progress = p
                 live.history.append({"step": p["step"], "loss": p["loss"], **p["terms"]})
                 self.publish("progress", {"run": live.id, "progress": p, "left": left(p)})
             elif kind == "preview":
@@ -376,7 +385,7 @@ class Runner:
                 if killed:
                     saved = (self.store.run_folder(live.id) / "output.png").is_file()
                     message = {"type": "end", "run": live.id, "status": "failed",
-                               "message": f"the run did not stop within {self.kill_after:g} s and was ended; "
+                               "message": f"the run did not stop within {self.patience(live):.3g} s and was ended; "
                                           + ("its last saved image is kept" if saved else "nothing was saved")}
                 else:
                     message = {"type": "end", "run": live.id, "status": "failed",
