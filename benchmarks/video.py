@@ -80,8 +80,11 @@ def run(frames, style, config, engine, options, per_frame: bool):
             painted.append(engine.stylize(f, [style], config=config))
             times.append(time.perf_counter() - t)
     else:
+        last: dict[int, dict] = {}
+        timings["last terms"] = last  # each frame's final terms (content, style, tv, temporal)
         t = time.perf_counter()
-        for image in stylize_video(frames, [style], config, options=options, engine=engine, timings=timings):
+        for image in stylize_video(frames, [style], config, options=options, engine=engine, timings=timings,
+                                   callback=lambda i, p: last.__setitem__(i, p.terms)):
             painted.append(image)
             times.append(time.perf_counter() - t)
             t = time.perf_counter()
@@ -170,6 +173,11 @@ def main() -> None:
         print(f"{name}: video: first frame {vid_t[0]:.1f} s, then {later:.1f} s per frame"
               f" ({later / unit:.1f} passes); flow {100 * timings['flow'] / sum(vid_t):.2f} % of the time;"
               f" temporal error {e_vid:.2f}/255", flush=True)
+        after = [timings["last terms"][i] for i in range(1, len(frames))]
+        if after:
+            mean = lambda k: sum(float(t.get(k, 0)) for t in after) / len(after)  # noqa: E731
+            print(f"  frames after the first, mean final terms: content {mean('content'):.3g}, style"
+                  f" {mean('style'):.3g}, temporal {mean('temporal'):.3g}", flush=True)
         solo = None
         if not args.video_only:
             solo, solo_t, _ = run(frames, style, config, engine, options, True)

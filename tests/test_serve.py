@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import io
 import json
-import re
-import sqlite3
 import os
+import re
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -19,6 +19,7 @@ import zlib
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from PIL import Image
 
@@ -262,6 +263,16 @@ def test_queue_cancel_and_estimates(server, inputs):
     assert not server.client.get(f"/api/runs/{second['id']}").json()["output"]
     # Estimates come from finished runs: seconds per (size / 1000)^2.
     assert server.app.state.store.seconds_per_size() > 0
+
+
+def test_the_worker_caps_its_memory_for_each_run(server, inputs):
+    # RLIMIT_DATA, from the memory free as the run starts: a wrong estimate ends in an
+    # allocation error (a smaller retry, or one line on the page), not the kernel's killer.
+    run = start(server, inputs, size=32)
+    assert server.wait_status(run["id"])["status"] == "done"
+    limits = Path(f"/proc/{server.runner.worker.process.pid}/limits").read_text()
+    soft = re.search(r"Max data size\s+(\S+)", limits).group(1)
+    assert soft != "unlimited" and int(soft) <= psutil.virtual_memory().total + 2 * 2**30
 
 
 def test_a_crashed_worker_fails_its_run_only(server, inputs):

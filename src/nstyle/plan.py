@@ -246,3 +246,35 @@ def tiling(spec, config: Config, hw: tuple[int, int], iterations: int, dtype: to
                               "leave --tile-size out to choose one that fits")
     return grid
 
+
+
+def memory_ceiling(device: str, under: int | None = None) -> int | None:
+    """Set this process's own ceiling on memory (RLIMIT_DATA, Linux): what is free now plus
+    what it holds, so that an estimate that was wrong ends in an allocation error (which the
+    job retries smaller, then reports in one line) instead of the kernel's out-of-memory
+    killer ending the process, and other programs, without a word. CPU runs only (a GPU
+    driver maps memory of its own); returns the ceiling in bytes, or None where none is set.
+
+    ``under``: the soft limit to stay under (default: the one in force). A process that runs
+    many jobs (the web app's worker) passes the limit it started with, so that each job's
+    ceiling follows the memory free when it starts, up as well as down.
+    """
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    if device not in ("cpu", "auto") or (device == "auto" and torch.cuda.is_available()):
+        return None
+    limit = int(psutil.virtual_memory().available * 0.95) + psutil.Process().memory_info().rss
+    limit = max(limit, 2 * 2**30)
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    soft = soft if under is None else under
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft != resource.RLIM_INFINITY and soft <= limit:
+        limit = soft
+    try:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    except (ValueError, OSError):
+        return None
+    return limit

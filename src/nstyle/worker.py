@@ -31,6 +31,7 @@ from PIL import Image
 
 from .errors import Diverged, ImageError, LayerError, WeightsError, ConfigError
 from .jobs import Job, run_job
+from .plan import memory_ceiling
 from .store import Store, write_views
 
 log = logging.getLogger("nstyle.worker")
@@ -64,6 +65,7 @@ def worker_main(conn, cancel, folder: str, setup: Callable[[], None] | None = No
 
     engine = Stylizer()
     conn.send({"type": "ready", "pid": os.getpid()})
+    limit = _soft_data_limit()
     while True:
         try:
             message = conn.recv()
@@ -71,7 +73,19 @@ def worker_main(conn, cancel, folder: str, setup: Callable[[], None] | None = No
             return
         if message is None:
             return
+        # A ceiling on this process's memory for each job, from what is free as it starts:
+        # an estimate that was wrong ends in a smaller retry or a one-line failure, not in
+        # the kernel's out-of-memory killer.
+        memory_ceiling(message["job"].config.device, under=limit)
         conn.send(_run(message["run"], message["job"], engine, conn, cancel))
+
+
+def _soft_data_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrlimit(resource.RLIMIT_DATA)[0]
 
 
 def _run(run_id: str, job: Job, engine, conn, cancel) -> dict:
