@@ -74,14 +74,15 @@ def temporal_error(frames, painted) -> float:
 def run(frames, style, config, engine, options, per_frame: bool):
     times, timings = [], {}
     painted = []
+    last: dict[int, dict] = {}
+    timings["last terms"] = last  # each frame's final terms (content, style, tv[, temporal])
     if per_frame:
-        for f in frames:
+        for i, f in enumerate(frames):
             t = time.perf_counter()
-            painted.append(engine.stylize(f, [style], config=config))
+            painted.append(engine.stylize(f, [style], config=config,
+                                          callback=lambda p, i=i: last.__setitem__(i, p.terms)))
             times.append(time.perf_counter() - t)
     else:
-        last: dict[int, dict] = {}
-        timings["last terms"] = last  # each frame's final terms (content, style, tv, temporal)
         t = time.perf_counter()
         for image in stylize_video(frames, [style], config, options=options, engine=engine, timings=timings,
                                    callback=lambda i, p: last.__setitem__(i, p.terms)):
@@ -141,7 +142,9 @@ def main() -> None:
                    help="pan: the pan and zoom; still: the still camera with a moving object")
     p.add_argument("--video-only", action="store_true",
                    help="skip painting each frame on its own (seconds per frame and colour drift only)")
-    p.add_argument("--sweep", action="store_true", help="temporal error and style loss for several weights")
+    p.add_argument("--weights", type=float, nargs="+", default=[VideoOptions.temporal_weight],
+                   help="the temporal weight (several with --sweep)")
+    p.add_argument("--sweep", action="store_true", help="temporal error and style term for each of --weights")
     p.add_argument("--save", help="save the painted frames of the pan clip here (per-frame and video)")
     p.add_argument("--examples", type=Path, help="write frames side by side and an animated GIF of each clip here")
     args = p.parse_args()
@@ -155,36 +158,37 @@ def main() -> None:
     if args.clip in ("still", "both"):
         clips["moving object"] = moving_object(photo, args.frames, hw)
     if args.sweep:
-        frames = pan_zoom(photo, 4, hw)
-        for w in (0, 2e4, 1e5, 2e5, 1e6, 2e6):
-            painted, _, _ = run(frames, style, config, engine, VideoOptions(args.iterations, w), False)
-            print(f"temporal weight {w:g}: temporal error {temporal_error(frames, painted):.2f}/255", flush=True)
+        # Each weight on every clip asked for: the temporal error against the style term the
+        # frames end with (freezing the first frame would score a temporal error of 0).
+        for w in args.weights:
+            for name, frames in clips.items():
+                painted, _, timings = run(frames, style, config, engine, VideoOptions(args.iterations, w), False)
+                print(f"temporal weight {w:g}, {name}: temporal error {temporal_error(frames, painted):.2f}/255,"
+                      f" style {final_style(timings, len(frames)):.3g}", flush=True)
         return
     unit = pass_seconds(engine, config)
     bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
     print(f"{args.size} px ({hw[1]}x{hw[0]}), {args.frames} frames, first frame {config.iterations or 'default'}"
-          f" iterations, later frames {args.iterations}; one float32 fwd+bwd pass at 512x384 = {unit:.2f} s"
-          f" ({'avx512_bf16' if bf16 else 'no bf16'} on this CPU)", flush=True)
-    options = VideoOptions(args.iterations)
+          f" iterations, later frames {args.iterations}, temporal weight {args.weights[0]:g};"
+          f" one float32 fwd+bwd pass at 512x384 = {unit:.2f} s ({'avx512_bf16' if bf16 else 'no bf16'} on this CPU)",
+          flush=True)
+    options = VideoOptions(args.iterations, args.weights[0])
     for name, frames in clips.items():
         vid, vid_t, timings = run(frames, style, config, engine, options, False)
         later = sum(vid_t[1:]) / max(len(vid_t) - 1, 1)
         e_vid = temporal_error(frames, vid)
         print(f"{name}: video: first frame {vid_t[0]:.1f} s, then {later:.1f} s per frame"
               f" ({later / unit:.1f} passes); flow {100 * timings['flow'] / sum(vid_t):.2f} % of the time;"
-              f" temporal error {e_vid:.2f}/255", flush=True)
-        after = [timings["last terms"][i] for i in range(1, len(frames))]
-        if after:
-            mean = lambda k: sum(float(t.get(k, 0)) for t in after) / len(after)  # noqa: E731
-            print(f"  frames after the first, mean final terms: content {mean('content'):.3g}, style"
-                  f" {mean('style'):.3g}, temporal {mean('temporal'):.3g}", flush=True)
+              f" temporal error {e_vid:.2f}/255; style term of the frames after the first"
+              f" {final_style(timings, len(frames)):.3g}", flush=True)
         solo = None
         if not args.video_only:
-            solo, solo_t, _ = run(frames, style, config, engine, options, True)
+            solo, solo_t, solo_timings = run(frames, style, config, engine, options, True)
             e_solo = temporal_error(frames, solo)
             per = sum(solo_t[1:]) / max(len(solo_t) - 1, 1)
-            print(f"  temporal error per-frame {e_solo:.2f}/255, video {e_vid:.2f}/255 ({e_solo / e_vid:.1f}x lower);"
-                  f" per-frame painting {per:.1f} s per frame ({per / unit:.1f} passes)", flush=True)
+            print(f"  per-frame: temporal error {e_solo:.2f}/255 (video {e_solo / e_vid:.1f}x lower); style term"
+                  f" {final_style(solo_timings, len(frames)):.3g}; {per:.1f} s per frame ({per / unit:.1f} passes)",
+                  flush=True)
         if name == "moving object":
             bg = torch.ones(hw)
             bg[int(hw[0] * 0.4):int(hw[0] * 0.8)] = 0  # away from the disc's path
@@ -196,6 +200,13 @@ def main() -> None:
             torch.save({"frames": frames, "per_frame": solo, "video": vid}, args.save)
         if args.examples and solo is not None:
             save_examples(args.examples, solo, vid, "pan" if name == "pan and zoom" else "still")
+
+
+def final_style(timings: dict, frames: int) -> float:
+    """The mean style term at the end of each frame after the first (the first frame is
+    painted the same way in both modes)."""
+    last = [float(timings["last terms"][i]["style"]) for i in range(1, frames)]
+    return sum(last) / max(len(last), 1)
 
 
 if __name__ == "__main__":

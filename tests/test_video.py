@@ -206,6 +206,19 @@ def test_a_disoccluded_strip_is_masked():
     assert mask[10:20, 13].sum() == 0 and mask[10:20, 23].sum() == 0  # motion boundaries
 
 
+def test_a_frame_starts_from_the_warped_result_only_where_the_flow_is_trusted():
+    previous = torch.tensor([0.2, 0.4, 0.6]).view(3, 1, 1).expand(3, 12, 16)  # one flat colour
+    frame, warped = torch.rand(3, 12, 16), torch.rand(3, 12, 16)
+    mask = torch.ones(12, 16)
+    mask[:, 10:] = 0  # a strip the camera uncovers
+    start = video.fresh_start(frame, previous, warped, mask, Config())
+    assert torch.equal(start[:, :, :10], warped[:, :, :10])
+    # There: the frame in the previous result's colours (one colour, no spread: that colour).
+    assert torch.allclose(start[:, :, 10:], previous[:, :, 10:], atol=0.01)  # (eigenvalues floored at 1e-5)
+    kept = video.fresh_start(frame, previous, warped, mask, Config(preserve_colors="luminance"))
+    assert torch.equal(kept[:, :, 10:], frame[:, :, 10:])  # colours preserved: the frame itself
+
+
 def test_flow_from_outside_the_image_is_masked():
     flow = torch.tensor([-3.0, 0.0]).expand(10, 12, 2).clone()
     mask = consistency_mask(flow, -flow)

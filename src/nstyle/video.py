@@ -60,14 +60,16 @@ OUTPUTS = (".mp4", ".mov", ".mkv", ".m4v")
 class VideoOptions:
     """What video adds to an image run's ``Config`` (which applies to every frame)."""
 
-    frame_iterations: int = 40          # iterations of each frame after the first, at the output size only
+    frame_iterations: int = 30          # iterations of each frame after the first, at the output size only
     # Weight of the temporal loss, calibrated by measurement (benchmarks/video.py --sweep,
-    # 128 px, 4 frames of the pan clip, 40 iterations a frame, vgg16bn-craft): the masked
-    # temporal error was 6.2/255 at 0, 4.4 at 2e4, 2.8 at 1e5, 2.3 at 2e5, 1.6 at 1e6 and
-    # 2.4 at 2e6 (L-BFGS, which takes no line search by default, overshoots there). With
-    # nstyle's relative terms (content and each style layer near 1 at the start, style
-    # weight 1e4) and the loss in [0, 1] units, the paper's weights do not carry over.
-    temporal_weight: float = 1e6
+    # 256 px, 8 frames of each clip, 40 iterations a frame): the masked temporal error of the
+    # pan and zoom against the style term its frames end with was 5.43/255 and 44.6 at 1e4,
+    # 4.64 and 50.6 at 3e4, 3.91 and 65.3 at 1e5; the still camera's 2.73 and 29.9 at 1e4,
+    # 2.10 and 33.3 at 3e4. Above 3e4 the frames keep the previous one's strokes at the cost
+    # of their own (at 1e6 the style term was 6x the per-frame run's and the clip visibly
+    # blurred as warps compound). With nstyle's relative terms and the loss in [0, 1] units,
+    # the paper's weights do not carry over.
+    temporal_weight: float = 3e4
     long_term: bool = False             # also tie each frame to the frames 2 and 4 back
     start: float = 0.0                  # seconds into the clip where painting starts
     duration: float | None = None       # seconds painted (None: to the end)
@@ -108,10 +110,10 @@ def optical_flow(frame: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(flow)
 
 
-def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """``image`` (C, H, W) sampled at ``p + flow(p)`` (bilinear; outside the image, the
-    nearest edge pixel): the previous frame brought onto the current one by the backward
-    flow. An integer flow moves pixels exactly.
+def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """``image`` (C, H, W) sampled at ``p + flow(p)`` (``mode``: bilinear or bicubic; outside
+    the image, the nearest edge pixel): the previous frame brought onto the current one by
+    the backward flow. An integer flow moves pixels exactly.
 
     >>> img = torch.arange(6.0).view(1, 2, 3)
     >>> warp(img, torch.tensor([1.0, 0.0]).expand(2, 3, 2))
@@ -124,7 +126,7 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     x = xs + flow[..., 0].double()
     y = ys + flow[..., 1].double()
     grid = torch.stack([2 * x / max(w - 1, 1) - 1, 2 * y / max(h - 1, 1) - 1], -1)
-    out = F.grid_sample(image[None].double(), grid[None], mode="bilinear", padding_mode="border", align_corners=True)
+    out = F.grid_sample(image[None].double(), grid[None], mode=mode, padding_mode="border", align_corners=True)
     return out[0].to(image.dtype)
 
 
@@ -187,6 +189,24 @@ def temporal_term(targets: Sequence[tuple[torch.Tensor, torch.Tensor]], weight: 
 # --- the core ------------------------------------------------------------------------
 
 
+def fresh_start(frame: torch.Tensor, previous: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor,
+                config: Config) -> torch.Tensor:
+    """Where a frame starts: the previous result warped where the flow is trusted (``mask``
+    1), and elsewhere (what the camera or a moving object uncovers, what enters at the
+    edge) the frame itself, recoloured to the previous result's colour mean and covariance.
+
+    Ruder et al. start from the warped result everywhere, which leaves there what was in
+    front before (a moving object drags a trail; the edge pixels repeat into what enters)
+    for the few iterations a frame gets to undo. Ours: those places start as the photo in
+    the painting's colours, as the first frame does (init='palette').
+    """
+    if config.preserve_colors != "none":
+        fill = frame
+    else:
+        fill = color.match_colors(frame, *color.color_stats(previous)).clamp(0, 1)
+    return mask * warped + (1 - mask) * fill
+
+
 def _frame(x) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[0] != 3:
         raise ConfigError(f"a video frame must be a (3, H, W) tensor, not {getattr(x, 'shape', type(x).__name__)}")
@@ -234,9 +254,11 @@ def stylize_video(frames: Iterable[torch.Tensor], styles, config: Config | None 
                 before, result = past[-j]
                 backward = optical_flow(frame, before)
                 forward = optical_flow(before, frame)
-                warped.append(warp(result, backward).clamp(0, 1))
+                # Bicubic: a bilinear warp is a blur, and a blur a frame compounds over a clip.
+                warped.append(warp(result, backward, "bicubic").clamp(0, 1))
                 masks.append(consistency_mask(backward, forward))
             masks = long_term_masks(masks)
+            start = fresh_start(frame, past[-1][1], warped[0], masks[0], config)
             if config.preserve_colors == "luminance":
                 # The run optimises the luminance (engine._prepare_colors): hold that to the past.
                 warped = [color.as_gray_rgb(color.luminance(w)) for w in warped]
@@ -244,7 +266,7 @@ def stylize_video(frames: Iterable[torch.Tensor], styles, config: Config | None 
             timings["flow"] += t1 - t0
             t0 = t1
             term = temporal_term(list(zip(warped, masks)), options.temporal_weight)
-            image = engine.stylize(frame, styles, init=warped[0], extra_terms=[term], callback=on_step,
+            image = engine.stylize(frame, styles, init=start, extra_terms=[term], callback=on_step,
                                    cancel=cancel, config=later, weights=weights)
         timings["stylize"] += time.perf_counter() - t0
         past.append((frame, image))
