@@ -54,6 +54,24 @@ def test_tv_loss_by_hand():
     assert losses.tv_loss(torch.full((1, 3, 5, 4), 7.0)).item() == 0.0
 
 
+def test_chroma_tv_is_the_colour_part_of_the_total_variation():
+    # Grey steps have no colour part; a step of one channel alone has 2/3 of its square
+    # across the grey axis ((1, 0, 0) minus its mean 1/3: 4/9 + 1/9 + 1/9).
+    grey = torch.tensor([[0.0, 255.0], [255.0, 255.0]]).expand(1, 3, 2, 2)
+    assert losses.chroma_tv_loss(grey).item() == pytest.approx(0.0, abs=1e-12)
+    red = torch.zeros(1, 3, 2, 2)
+    red[0, 0, 0, 1] = 255.0  # one red pixel: a horizontal and a vertical step of (1, 0, 0)
+    # each direction: 2/3 of the square in one of the 3 x 2 (channel, position) values -> 1/9
+    assert losses.chroma_tv_loss(red).item() == pytest.approx(2 * (2 / 3) / 6)
+    # The brightness part and the colour part add up to the plain term, on any image.
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 6, 7) * 255
+    luma = x.mean(1, keepdim=True).expand_as(x)  # the projection on the grey axis
+    assert (losses.chroma_tv_loss(x) + losses.tv_loss(luma)).item() == pytest.approx(losses.tv_loss(x).item(), rel=1e-5)
+    x64 = torch.rand(1, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: losses.chroma_tv_loss(x * 255.0), (x64,), eps=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("form", ["relative", "keras"])
 def test_gradients_float64(form):
     torch.manual_seed(0)

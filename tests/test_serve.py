@@ -227,10 +227,16 @@ def test_run_progress_previews_and_the_cli_png(server, inputs, root, monkeypatch
     meta = json.loads(read_png_text(tmp_path / "web.png")["nstyle"])
     assert meta["seed"] == 3 and meta["options"]["style_strength"] == 0.7 and meta["options"]["size"] == 64
 
-    # The same run on the command line, from the data folder, is the same file, byte for byte.
-    monkeypatch.chdir(root / "data")
-    upload = {u.stem: u.name for u in (root / "data" / "uploads").glob("*.png") if ".view" not in u.name}
-    assert cli.main([f"uploads/{upload[inputs[0]]}", f"uploads/{upload[inputs[1]]}", "-o", str(tmp_path / "cli.png"),
+    assert (meta["content"], meta["styles"]) == ("photo.png", ["painting.png"])  # as the browser named them
+
+    # The same files under the names they were uploaded as, on the command line: the same
+    # PNG, byte for byte.
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for upload_id, name in zip(inputs, ("photo.png", "painting.png")):
+        (folder / name).write_bytes((root / "data" / "uploads" / f"{upload_id}.png").read_bytes())
+    monkeypatch.chdir(folder)
+    assert cli.main(["photo.png", "painting.png", "-o", str(tmp_path / "cli.png"),
                      "-s", "64", "--seed", "3", "--style-strength", "0.7", "-q"]) == 0
     assert (tmp_path / "cli.png").read_bytes() == download.content
 

@@ -19,8 +19,10 @@ from . import __version__, schedule
 from .config import COLOR_MODES, DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, PRESETS, STYLE_LOSSES, Config, ConfigError, preset
 from .errors import Diverged, ImageError, LayerError, VideoError, WeightsError
 from .jobs import Job, run_job
+from .batch import BatchProgress, image_files, plan_pairs, read_pairs, run_batch
 from .loop import Progress
 from .network import BACKBONES
+from .plan import memory_ceiling
 from .video import VideoJob, VideoOptions, VideoProgress, run_video
 from .weights import cache_dir, download
 
@@ -55,10 +57,15 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
 
 
-def build_parser(video: bool = False) -> argparse.ArgumentParser:
+def build_parser(video: bool = False, batch: bool = False) -> argparse.ArgumentParser:
     """The image command's options; with ``video``, those of 'nstyle video' (the same style
-    controls, a video in and out, per-frame iterations and the video options)."""
-    if video:
+    controls, a video in and out, per-frame iterations and the video options); with
+    ``batch``, those of 'nstyle batch' (the image command's, for folders of inputs)."""
+    if batch:
+        p = _Parser(prog="nstyle batch", description="Paint many photos in many paintings into a folder, "
+                    "resumable (finished results are kept and skipped), here or on a Ray cluster (--ray).")
+        _batch_inputs(p)
+    elif video:
         p = _Parser(prog="nstyle video", description="Paint every frame of a clip in the manner of the paintings, "
                     "without flicker (Ruder, Dosovitskiy and Brox 2016): each frame starts from the previous one "
                     "moved by the optical flow and is held to it. Resumable: run the same command again.")
@@ -67,9 +74,11 @@ def build_parser(video: bool = False) -> argparse.ArgumentParser:
                     "(Gatys, Ecker and Bethge 2015). Also: 'nstyle download vgg19' (or vgg16-hed), "
                     "'nstyle serve', a web page on this machine (see 'nstyle serve --help'), and "
                     "'nstyle video', a clip painted frame by frame (see 'nstyle video --help').")
-    p.add_argument("content", help="the video (any container and codec FFmpeg reads)" if video else "the photo")
-    p.add_argument("styles", nargs="+", metavar="style", help="one or more paintings")
+    if not batch:
+        p.add_argument("content", help="the video (any container and codec FFmpeg reads)" if video else "the photo")
+        p.add_argument("styles", nargs="+", metavar="style", help="one or more paintings")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv: H.264)" if video
+                   else "the output folder (made if missing)" if batch
                    else "output image (.png, .jpg, .webp, .tif, .bmp)")
     p.add_argument("--preset", choices=PRESETS, default="default",
                    help="'keras' reproduces the Keras example exactly (default: default)")
@@ -77,6 +86,8 @@ def build_parser(video: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--content-weight", type=_float, help=f"(default: {D.content_weight:g})")
     g.add_argument("--style-weight", type=_float, help=f"(default: {D.style_weight:g})")
     g.add_argument("--tv-weight", type=_float, help=f"total variation (default: {D.tv_weight:g})")
+    g.add_argument("--tv-chroma-weight", type=_float, help="total variation of colour alone: against colour "
+                   f"speckle, leaving brightness edges sharp (default: {D.tv_chroma_weight:g}; 0: none)")
     g.add_argument("--style-strength", type=_float, metavar="S",
                    help="how far toward the painting, 0-1: the style targets are a mixture of the photo's own "
                         "statistics (1 - S) and the painting's (S); 0 returns the photo, 0.25 a hint of the "
@@ -96,7 +107,7 @@ def build_parser(video: bool = False) -> argparse.ArgumentParser:
                    help="blend weights of several styles (default: equal)")
     g.add_argument("--preserve-colors", choices=COLOR_MODES, help="keep the photo's colours: luminance "
                    "(style on luminance only) or histogram (painting recoloured first) (default: none)")
-    if not video:  # a mask is for one picture, not a moving one
+    if not video and not batch:  # a mask is for one picture, not a moving one or many
         g.add_argument("--masks", nargs="+", metavar="MASK", help="one image per style: where in the photo it goes "
                        "(white: this style, gray: a blend, black: none; resized to the photo)")
     g.add_argument("--init", choices=INITS, help=f"initial image (default: {D.init})")
@@ -133,6 +144,8 @@ def build_parser(video: bool = False) -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     if video:
         _video_options(g)
+    elif batch:
+        _batch_options(g)
     else:
         g.add_argument("--save-every", type=_whole, default=0, metavar="N",
                        help="also save a numbered snapshot every N iterations")
@@ -145,7 +158,7 @@ def build_parser(video: bool = False) -> argparse.ArgumentParser:
 
 
 # Options that map one to one onto Config fields.
-_CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers", "size",
+_CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "tv_chroma_weight", "content_layers", "style_layers", "size",
                    "style_scale", "style_weights", "init", "noise_ratio", "optimizer", "iterations",
                    "learning_rate", "line_search", "seed", "model", "weights", "pooling", "device",
                    "scales", "min_size", "tile_size", "tolerance", "precision", "preserve_colors",
@@ -239,35 +252,6 @@ def _say(quiet: bool, text: str) -> None:
 
 
 # --- the run -------------------------------------------------------------------------
-
-
-def memory_ceiling(device: str) -> int | None:
-    """Set this process's own ceiling on memory (RLIMIT_DATA, Linux): what is free now plus
-    what it holds, so that an estimate that was wrong ends in an allocation error (which the
-    job retries smaller, then reports in one line) instead of the kernel's out-of-memory
-    killer ending the process, and other programs, without a word. CPU runs only (a GPU
-    driver maps memory of its own); returns the ceiling in bytes, or None where none is set.
-    """
-    try:
-        import resource
-
-        import psutil
-    except ImportError:
-        return None
-    if device not in ("cpu", "auto") or (device == "auto" and torch.cuda.is_available()):
-        return None
-    limit = int(psutil.virtual_memory().available * 0.95) + psutil.Process().memory_info().rss
-    limit = max(limit, 2 * 2**30)
-    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    if soft == resource.RLIM_INFINITY or soft > limit:
-        try:
-            resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
-        except (ValueError, OSError):
-            return None
-        return limit
-    return soft
 
 
 def run_stylize(args: argparse.Namespace) -> int:
@@ -365,6 +349,70 @@ def run_video_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_inputs(p) -> None:
+    p.add_argument("--contents", nargs="+", metavar="PHOTO", help="photos, or folders of them")
+    p.add_argument("--styles", nargs="+", metavar="PAINTING", help="paintings, or folders of them: every "
+                   "photo is painted in every painting")
+    p.add_argument("--pairs", metavar="CSV", help="instead: the jobs, one a row: photo, painting[, painting ...] "
+                   "(several paintings blended; 'painting.jpg=0.7' weighs one), paths relative to the file")
+
+
+def _batch_options(g) -> None:
+    g.add_argument("--ray", metavar="ADDRESS", help="run the jobs on this Ray cluster ('auto': the one this "
+                   "machine belongs to; 'local': start one here); needs pip install 'nstyle[ray]'")
+    g.add_argument("--cpus-per-job", type=_float, default=1.0, metavar="N", help="with --ray (default: 1)")
+    g.add_argument("--gpus-per-job", type=_float, default=0.0, metavar="N", help="with --ray (default: 0)")
+    g.add_argument("--workers", type=_whole, metavar="N", help="with --ray: at most N workers (default: as many "
+                   "as the cluster holds)")
+    g.add_argument("--threads", type=_whole, metavar="N", help="torch threads per job (default: here, torch's "
+                   "own; with --ray, --cpus-per-job)")
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    """nstyle batch: one bar for the whole batch, then a summary; exit 0 only if every job succeeded."""
+    config = config_from_args(args)
+    if args.pairs and (args.contents or args.styles):
+        raise UsageError("give either --pairs or --contents and --styles")
+    if args.pairs:
+        jobs = read_pairs(args.pairs)
+    elif args.contents and args.styles:
+        jobs = plan_pairs(image_files(args.contents, "--contents"), image_files(args.styles, "--styles"))
+    else:
+        raise UsageError("give --contents and --styles, or --pairs")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, not {args.threads}")
+    if args.threads and not args.ray:
+        torch.set_num_threads(args.threads)
+    if args.whole_process and not args.ray:
+        memory_ceiling(config.device)
+    bar = Bar(args.quiet)
+
+    def on_progress(p: BatchProgress) -> None:
+        if p.event == "failed":
+            bar.close()
+            _say(args.quiet, f"nstyle: {p.name} failed: {p.error}")
+        rate = f", {p.rate * 3600:.0f} jobs/h" if p.rate else ""
+        left = f", {_duration(p.left_seconds)} left" if p.left_seconds is not None else ""
+        bar.show(p.total - p.left + p.fraction, p.total, f"{p.done + p.skipped}/{p.total} done ({p.skipped} "
+                 f"earlier), {p.running} running, {p.failed} failed, {p.left} left{rate}{left}")
+
+    try:
+        result = run_batch(jobs, args.output, config, callback=on_progress, ray=args.ray,
+                           cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job, threads=args.threads,
+                           workers=args.workers)
+    finally:
+        bar.close()
+    summary = (f"{result.done} painted, {result.skipped} done earlier, {len(result.failed)} failed of "
+               f"{result.total} in {_duration(result.seconds)}; manifest: {result.manifest}")
+    if result.interrupted:
+        _say(False, f"nstyle: interrupted; {summary}; run the same command again to continue")
+        return EXIT_INTERRUPTED
+    for name, error in result.failed:
+        _say(False, f"nstyle: failed: {name}: {error}")
+    _say(args.quiet and result.ok, f"nstyle: {summary}")
+    return 0 if result.ok else EXIT_ERROR
+
+
 def run_download(argv: list[str], quiet: bool) -> int:
     p = _Parser(prog="nstyle download", description="Fetch pretrained weights into "
                 f"{cache_dir()} (set NSTYLE_CACHE to change).")
@@ -421,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser(video=True).parse_args(argv[1:])
             args.whole_process = whole_process
             return run_video_command(args)
+        if argv[:1] == ["batch"]:
+            args = build_parser(batch=True).parse_args(argv[1:])
+            args.whole_process = whole_process
+            return run_batch_command(args)
         args = build_parser().parse_args(argv)
         args.whole_process = whole_process
         return run_stylize(args)

@@ -30,6 +30,9 @@ class Config:
     content_weight: float = 1.0            # weight of the content loss
     style_weight: float = 1e4              # weight of the style loss (sum over style layers)
     tv_weight: float = 1e-1                # weight of the total-variation loss
+    # Weight of the total variation of colour alone (losses.chroma_tv_loss, ours): smooths
+    # colour speckle, not brightness edges. The relative objective only (Keras: 0).
+    tv_chroma_weight: float = 3e4
     content_layers: tuple[str, ...] = ("relu4_2",)  # paper names or Keras aliases (block4_conv2)
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     # 'relative': each term divided by its target's squared norm, Gram matrices by the
@@ -104,9 +107,11 @@ class Config:
         _number("style_strength", self.style_strength, lo=0.0)
         if self.style_strength > 1:
             raise ConfigError(f"style strength must be between 0 and 1, not {self.style_strength:g}")
-        if self.loss_form != "relative" and (self.style_loss != "gram" or self.style_strength != 1):
-            raise ConfigError("the Keras objective has only the Gram style loss at full strength")
-        for name in ("content_weight", "style_weight", "tv_weight", "noise_ratio", "lr_decay"):
+        if self.loss_form != "relative" and (self.style_loss != "gram" or self.style_strength != 1
+                                             or self.tv_chroma_weight != 0):
+            raise ConfigError("the Keras objective has only the Gram style loss at full strength, "
+                              "and no colour total variation")
+        for name in ("content_weight", "style_weight", "tv_weight", "tv_chroma_weight", "noise_ratio", "lr_decay"):
             _number(name, getattr(self, name), lo=0.0)
         if self.noise_ratio > 1:
             raise ConfigError(f"noise ratio must be between 0 and 1, not {self.noise_ratio:g}")
@@ -202,7 +207,7 @@ class Config:
 # rows, nearest-neighbour resizing (keras.utils.load_img's default), no pixel clamping,
 # float32 arithmetic.
 KERAS_PRESET = dict(
-    content_weight=2.5e-8, style_weight=1e-6, tv_weight=1e-6,
+    content_weight=2.5e-8, style_weight=1e-6, tv_weight=1e-6, tv_chroma_weight=0.0,
     content_layers=("relu5_2",),
     style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
     loss_form="keras", size=400, size_rows=True, resample="nearest",

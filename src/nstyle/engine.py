@@ -5,7 +5,7 @@ start from the photo (or noise) and minimise
 
     content_weight * content + style_weight * style + tv_weight * total_variation
 
-over the pixels, coarse to fine (schedule.py), with targets computed once per scale; the
+(plus our colour total variation, losses.chroma_tv_loss) over the pixels, coarse to fine (schedule.py), with targets computed once per scale; the
 network stops at the deepest layer in use. The library never prints: progress leaves
 through the callback, messages through ``logging``.
 """
@@ -25,7 +25,7 @@ from .errors import Cancelled, ConfigError, Diverged, Interrupted
 from .image import load_image, resize
 from .loop import Progress, State, pixels_to_image, run
 from .network import Backbone
-from .objective import Objective, Term
+from .objective import Objective, StatsCache, Term
 from .plan import RunPlan, preflight, style_options, style_size
 from .tiled import refine_tiled
 from .weights import WeightsChoice, choose_weights, load_backbone
@@ -87,7 +87,9 @@ class Stylizer:
     >>> b = engine.stylize("other.jpg", ["painting.jpg"])  # does not           # doctest: +SKIP
 
     ``device`` overrides ``config.device``. One stylization at a time per engine (a lock
-    makes a second caller wait); ``current_image()`` may be called from any thread.
+    makes a second caller wait); ``current_image()`` may be called from any thread. Each
+    network keeps its paintings' statistics at the sizes they were used (``stats_cache``), so
+    many photos in one painting compute them once per size.
     """
 
     KEEP = 4  # networks kept at most (each 60-80 MB of weights)
@@ -97,6 +99,7 @@ class Stylizer:
         if device is not None:
             self.config = self.config.replace(device=device)
         self._nets: dict[tuple, Backbone] = {}
+        self._stats: dict[int, StatsCache] = {}  # by id() of a network in _nets
         self._lock = threading.Lock()
         self._state: State | None = None
         self._out_hw: tuple[int, int] | None = None
@@ -110,9 +113,19 @@ class Stylizer:
             net = load_backbone(choice, layers, config.pooling)
             # Channels-last lets oneDNN (CPU) and cuDNN pick their fastest convolutions.
             self._nets[key] = net = net.to(device, memory_format=torch.channels_last)
+            self._stats[id(net)] = StatsCache()
             while len(self._nets) > self.KEEP:  # the least recently built goes first
-                del self._nets[next(iter(self._nets))]
+                self._stats.pop(id(self._nets.pop(next(iter(self._nets)))), None)
         return net
+
+    def stats_cache(self, net: Backbone) -> StatsCache:
+        """The paintings' statistics kept for ``net``, one of this engine's networks."""
+        return self._stats[id(net)]
+
+    def cache_info(self) -> dict[str, int]:
+        """How often a painting's statistics were found kept (hits) or computed (misses)."""
+        caches = list(self._stats.values())
+        return {"hits": sum(c.hits for c in caches), "misses": sum(c.misses for c in caches)}
 
     def current_image(self) -> torch.Tensor | None:
         """The image of the latest finished step of the current (or last) run, (3, H, W) in
@@ -213,7 +226,7 @@ class Stylizer:
                 prev_c = c
                 state.scale, state.image_size = index + 1, hw
                 if grid is None:
-                    objective = Objective(net, c, s, weights, config, dtype, m, extra_terms)
+                    objective = Objective(net, c, s, weights, config, dtype, m, extra_terms, cache=self.stats_cache(net))
                     x = run(objective, x.requires_grad_(True), config, scale.iterations, state)
                 else:
                     x = refine_tiled(net, x, c, s, weights, m, config, dtype, scale.iterations, state, grid)

@@ -15,12 +15,13 @@ returns with that status; a diverging loss saves the last good image and raises
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -41,7 +42,9 @@ class Job:
 
     ``log``: a JSON file of the settings and the loss history (None: none). ``save_every``:
     also save ``OUTPUT_<step>.ext`` every that many iterations (0: never). ``init``: an
-    image to start from instead of the one ``config.init`` makes.
+    image to start from instead of the one ``config.init`` makes. ``names``: what the settings
+    record as an input's name, by the path read, where they differ (a batch job on a cluster
+    reads copies of the files and records the originals'; nstyle.batch).
     """
 
     content: str | os.PathLike
@@ -52,6 +55,7 @@ class Job:
     init: str | os.PathLike | None = None
     save_every: int = 0
     log: str | os.PathLike | None = None
+    names: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -66,6 +70,15 @@ class JobResult:
     model: str
     seconds: float
     size: int                      # the size it ran at (smaller than asked after an out-of-memory retry)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def snapshot_path(out: Path, step: int, total: int) -> Path:
@@ -124,11 +137,20 @@ class _Writer:
 
     def __init__(self, job: Job, out: Path, log: Path | None, choice: WeightsChoice, config: Config):
         self.out, self.log, self.history = out, log, []
+        names = job.names or {}
+
+        def name(path) -> str:
+            return names.get(os.fspath(path), os.fspath(path))
+
+        masks = None if job.masks is None else list(job.masks)
         self.meta = {"version": __version__, "model": choice.spec.name, "weights_md5": choice.md5,
-                     "seed": config.seed, "content": os.fspath(job.content),
-                     "styles": [os.fspath(s) for s in job.styles],
-                     "masks": None if job.masks is None else [os.fspath(m) for m in job.masks],
-                     "options": {k: v for k, v in config.to_dict().items() if k != "weights"}}
+                     "seed": config.seed, "content": name(job.content),
+                     "styles": [name(s) for s in job.styles],
+                     "masks": None if masks is None else [name(m) for m in masks],
+                     "options": {k: v for k, v in config.to_dict().items() if k != "weights"},
+                     # the inputs' bytes, so that a result can be matched to them (nstyle batch)
+                     "sha256": {"content": file_sha256(job.content), "styles": [file_sha256(s) for s in job.styles],
+                                "masks": None if masks is None else [file_sha256(m) for m in masks]}}
 
     def image(self, image: torch.Tensor, path: Path) -> None:
         last = self.history[-1] if self.history else {}

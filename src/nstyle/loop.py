@@ -122,6 +122,7 @@ def run(objective, x: torch.Tensor, config: Config, iterations: int, state: Stat
 
     state.good = good = x.detach().clone()
     history: list[float] = []
+    best, best_pixels = math.inf, good
     whole = state.view or (lambda pixels: pixels)
     try:
         for i in range(1, iterations + 1):
@@ -130,6 +131,8 @@ def run(objective, x: torch.Tensor, config: Config, iterations: int, state: Stat
             first.clear()
             if config.optimizer == "lbfgs":
                 opt.step(closure)
+                if i == 1 and getattr(objective, "dtype", torch.float32) != torch.float32:
+                    _forget_first_step(opt)
             else:
                 closure()
                 opt.step()
@@ -144,6 +147,19 @@ def run(objective, x: torch.Tensor, config: Config, iterations: int, state: Stat
                 else:
                     why = f"at step {state.step + 1}; lower the learning rate (now {config.lr:g})"
                 raise Diverged(f"the loss became {loss_value} {why}", pixels_to_image(whole(good)))
+            # loss_value is the loss at ``good``, the pixels this step started from.
+            if loss_value < best:
+                best, best_pixels = loss_value, good
+            elif config.optimizer == "lbfgs" and loss_value > BLOWUP * best:
+                # L-BFGS without a line search takes a step as long as its curvature estimate
+                # says, and an estimate built from steps that never met a stiff direction
+                # (a flat photo, whose colour total variation starts at 0) can send the pixels
+                # far off, the loss up a thousandfold. Ours: back to the best pixels so far, and
+                # for the rest of this scale a fresh estimate with the strong-Wolfe line search,
+                # which cannot take such a step (it costs a few more evaluations a step).
+                with torch.no_grad():
+                    x.copy_(best_pixels)
+                opt, sched = _optimizer(x, config.replace(line_search=True))
             if config.clamp:
                 with torch.no_grad():
                     x.clamp_(0.0, 255.0)
@@ -174,6 +190,27 @@ def run(objective, x: torch.Tensor, config: Config, iterations: int, state: Stat
         # still has the earlier scales' work to keep.
         raise Interrupted(pixels_to_image(whole(good)), state.progress) from None
     return x.detach()
+
+
+def _forget_first_step(opt: torch.optim.LBFGS) -> None:
+    """Drop the curvature pair of L-BFGS's first step, taken with the network in bfloat16.
+
+    That step is short by design (``1 / sum|g|``, far below a pixel unit) and bfloat16 cannot
+    see it: the network's inputs round to the same values, so the change of gradient comes
+    from the float32 terms alone (the total variations) and describes their curvature only.
+    With the colour total variation's weight, that pair passes L-BFGS's own test and its
+    estimate sends the next step far off (on a flat synthetic photo the loss rose 3500x).
+    Without the pair the next step is a plain gradient step, as when L-BFGS skips a pair, and
+    the pairs after it see the whole objective.
+    """
+    # torch's LBFGS forms that pair at the start of the next step from s = d * t; with t = 0
+    # it is skipped (y.s is not above 1e-10) and the next direction is -g, at full length.
+    for state in opt.state.values():
+        if "t" in state:
+            state["t"] = 0.0
+
+
+BLOWUP = 10.0  # a loss this many times the best so far sends L-BFGS back to the best pixels
 
 
 def _converged(history: list[float], tolerance: float, window: int = 5) -> bool:

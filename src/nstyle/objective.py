@@ -1,13 +1,16 @@
 """The objective of Gatys, Ecker and Bethge (2015) at one size: its targets and its terms.
 
     content_weight * content + style_weight * style + tv_weight * total_variation
-    (+ any extra terms a caller adds, such as video's temporal loss)
+    (+ tv_chroma_weight * the total variation of colour alone, ours, in the "tv" term;
+     + any extra terms a caller adds, such as video's temporal loss)
 
 The loss functions themselves are pure functions in losses.py; this module holds the
 targets of one photo and one blend of paintings and evaluates the weighted terms.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -33,27 +36,53 @@ class Term:
     fn: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
+class StatsCache:
+    """Paintings' statistics kept between objectives of one network (``Objective``'s
+    ``cache``): the ``keep`` most recently used, with counts of ``hits`` and ``misses``.
+    A batch of many photos in one painting computes them once per size, not once per job."""
+
+    def __init__(self, keep: int = 32):
+        self.keep, self.hits, self.misses = keep, 0, 0
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        value = self._items.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        self._items[key] = value
+        while len(self._items) > self.keep:
+            self._items.popitem(last=False)
+
+
 class Objective:
     """The loss of Gatys et al. for one content image and one blend of styles at one size.
 
     Computes the targets once at construction; ``__call__(pixels)`` returns the weighted
-    total and its terms by name (content, style, tv, then each extra ``Term``).
+    total and its terms by name (content, style, tv, then each extra ``Term``). ``cache`` (a
+    ``StatsCache`` of this network) keeps the paintings' statistics for later objectives.
     """
 
     def __init__(self, net: Backbone, content: torch.Tensor, styles: Sequence[torch.Tensor],
                  style_weights: Sequence[float], config: Config, dtype: torch.dtype = torch.float32,
-                 masks: Sequence[torch.Tensor] | None = None, extra: Sequence[Term] = ()):
+                 masks: Sequence[torch.Tensor] | None = None, extra: Sequence[Term] = (),
+                 cache: StatsCache | None = None):
         self._setup(net, config, style_weights, extra)
         self.image_pixels = content.shape[-2] * content.shape[-1]
         with torch.no_grad():
             feats = self.features(content)
             self.content_targets = {n: feats[n].detach() for n in self.content_layers}
-            painting = [self.features(s) for s in styles]
+            painting = [self.painting_stats(s, cache) for s in styles]
             self.layer_masks = None
             if masks is not None:
                 self.layer_masks = layer_masks(masks, {n: feats[n].shape[-2:] for n in self.style_layers})
             if self.form != "relative":  # the Keras example's unnormalised Grams, exactly
-                grams = [{n: losses.gram(f[n], False) for n in self.style_layers} for f in painting]
+                grams = painting
                 if masks is None:
                     self.style_targets = {n: sum(w * g[n] for w, g in zip(self.blend, grams)) for n in self.style_layers}
                 else:
@@ -61,12 +90,12 @@ class Objective:
             elif masks is None:
                 # Several styles blend as a mixture of their statistics (for Gram matrices,
                 # the weighted sum of Gatys et al.).
-                self.style_targets = {n: self.target(n, feats[n], [f[n] for f in painting], self.blend)
+                self.style_targets = {n: self.target(n, feats[n], [p[n] for p in painting], self.blend)
                                       for n in self.style_layers}
             else:
                 # Each style matched in its own region (guided statistics, Gatys et al. 2017).
-                self.style_targets = [{n: self.target(n, feats[n], [f[n]], [1.0], m[n]) for n in self.style_layers}
-                                      for f, m in zip(painting, self.layer_masks)]
+                self.style_targets = [{n: self.target(n, feats[n], [p[n]], [1.0], m[n]) for n in self.style_layers}
+                                      for p, m in zip(painting, self.layer_masks)]
         self.dtype = dtype
 
     def _setup(self, net: Backbone, config: Config, style_weights: Sequence[float],
@@ -85,6 +114,7 @@ class Objective:
         self.content_weight = config.content_weight / max(1, len(self.content_layers))
         self.style_weight = config.style_weight / max(1, len(self.style_layers))
         self.tv_weight = config.tv_weight
+        self.tv_chroma_weight = config.tv_chroma_weight
         total = sum(style_weights)
         self.blend = [w / total for w in style_weights]
         self.image_pixels = None  # the Keras form's normaliser; only whole images have it
@@ -92,19 +122,43 @@ class Objective:
         self.strength = config.style_strength
         self.seed = config.seed
 
-    def target(self, layer: str, photo: torch.Tensor, paintings: Sequence[torch.Tensor], blend: Sequence[float],
-               mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The style target of one layer: the paintings' statistics blended by ``blend``, and
-        moved towards the photo's own by ``1 - style_strength`` (ours: a target the photo
-        already meets at strength 0, so the result goes from the photo to the painting)."""
-        def stats(f: torch.Tensor, m: torch.Tensor | None) -> dict[str, torch.Tensor]:
-            # sliced: the same random directions for every image of a layer, so they blend.
-            generator = torch.Generator().manual_seed(self.seed * 1009 + self.style_layers.index(layer))
-            return losses.style_target(f, self.kind, m, generator=generator)
+    def stats(self, layer: str, f: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The style statistics of features ``f`` at ``layer`` (see ``losses.style_target``)."""
+        # sliced: the same random directions for every image of a layer, so they blend.
+        generator = torch.Generator().manual_seed(self.seed * 1009 + self.style_layers.index(layer))
+        return losses.style_target(f, self.kind, mask, generator=generator)
 
-        target = losses.blend_targets([stats(f, None) for f in paintings], list(blend), self.kind)
+    def painting_stats(self, painting: torch.Tensor, cache: StatsCache | None = None) -> dict[str, dict]:
+        """What the style term needs of one painting (1, 3, h, w) in 0-255, by layer: its
+        statistics (its unnormalised Grams in the Keras form). With ``cache``, kept under the
+        painting's pixels and what else they depend on (the network is the cache's own)."""
+        key = None
+        if cache is not None:
+            pixels = painting.detach().cpu().contiguous().numpy().tobytes()
+            key = (hashlib.sha256(pixels).hexdigest(), tuple(painting.shape), tuple(self.style_layers), self.form,
+                   self.kind, self.seed if self.kind == "sliced" else None)
+            found = cache.get(key)
+            if found is not None:
+                return found
+        f = self.features(painting)
+        if self.form != "relative":
+            stats = {n: losses.gram(f[n], False) for n in self.style_layers}
+        else:
+            stats = {n: self.stats(n, f[n]) for n in self.style_layers}
+        if cache is not None:
+            cache.put(key, stats)
+        return stats
+
+    def target(self, layer: str, photo: torch.Tensor, paintings: Sequence[dict], blend: Sequence[float],
+               mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The style target of one layer: the paintings' statistics (``painting_stats``, at
+        this layer) blended by ``blend``, and moved towards the photo's own by
+        ``1 - style_strength`` (ours: a target the photo already meets at strength 0, so the
+        result goes from the photo to the painting)."""
+        target = losses.blend_targets(list(paintings), list(blend), self.kind)
         if self.strength < 1:
-            target = losses.blend_targets([stats(photo, mask), target], [1 - self.strength, self.strength], self.kind)
+            target = losses.blend_targets([self.stats(layer, photo, mask), target],
+                                          [1 - self.strength, self.strength], self.kind)
         return target
 
     def features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -129,9 +183,10 @@ class Objective:
             style = sum((w * distance(feats[n], targets[n], masks[n])
                          for w, targets, masks in zip(self.blend, self.style_targets, self.layer_masks)
                          for n in self.style_layers), zero)
-        tv = losses.tv_loss(pixels, self.form) if self.tv_weight else zero
-        terms = {"content": self.content_weight * content, "style": self.style_weight * style,
-                 "tv": self.tv_weight * tv}
+        tv = self.tv_weight * losses.tv_loss(pixels, self.form) if self.tv_weight else zero
+        if self.tv_chroma_weight:
+            tv = tv + self.tv_chroma_weight * losses.chroma_tv_loss(pixels)
+        terms = {"content": self.content_weight * content, "style": self.style_weight * style, "tv": tv}
         for term in self.extra:
             terms[term.name] = term.weight * term.fn(pixels, feats)
         return sum(terms.values(), zero), terms

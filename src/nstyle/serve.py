@@ -353,8 +353,12 @@ def create_app(folder: str | Path | None = None, *, token: str | None = None, lo
 
     def job_of(run_id: str, photo: dict, paintings: list, masks: list | None, config: Config) -> Job:
         path = lambda u: f"uploads/{u['id']}.{u['ext']}"  # noqa: E731 - relative to the data folder
+        # The PNG's settings name the inputs as the browser did (photo.jpg), not as they are
+        # stored: the file is then the one `nstyle photo.jpg painting.jpg ...` writes.
+        names = {path(u): u["name"] for u in (photo, *paintings, *(masks or ()))}
         return Job(path(photo), tuple(path(p) for p in paintings), f"runs/{run_id}/output.png", config,
-                   masks=None if masks is None else tuple(path(m) for m in masks), log=f"runs/{run_id}/output.json")
+                   masks=None if masks is None else tuple(path(m) for m in masks), log=f"runs/{run_id}/output.json",
+                   names=names)
 
     async def create_run(request: Request):
         body = await read_json(request)
