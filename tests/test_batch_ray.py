@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import psutil
 import pytest
 
 from conftest import tiny, write_image
+from test_batch import rows
 from nstyle import batch
 from nstyle.config import Config
 
@@ -74,15 +74,6 @@ def inputs(tmp_path, monkeypatch):
     for k in range(2):
         write_image(tiny(10 + k, 36, 32), tmp_path / "paintings" / f"s{k}.png")
     return batch.plan_pairs(batch.image_files(["photos"], ""), batch.image_files(["paintings"], ""))
-
-
-def rows(out: Path) -> dict[str, dict]:
-    db = sqlite3.connect(out / "manifest.sqlite")
-    cursor = db.execute("SELECT * FROM jobs")
-    keys = [d[0] for d in cursor.description]
-    found = {row[0]: dict(zip(keys, row)) for row in cursor}
-    db.close()
-    return found
 
 
 def listening_addresses() -> set[str]:

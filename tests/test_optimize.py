@@ -44,14 +44,19 @@ def test_loss_falls(optimizer):
     assert record[0].content == pytest.approx(0.0, abs=1e-3)
 
 
+def flat_photo_and_painting() -> tuple[torch.Tensor, torch.Tensor]:
+    """A reddish photo and a blue painting of smooth colour gradients (40x48)."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 48), indexing="ij")
+    return (torch.stack([0.6 + 0.3 * yy, 0.3 * xx, 0.2 + 0 * xx]),
+            torch.stack([0.1 + 0 * xx, 0.3 * yy, 0.7 + 0.3 * xx]))
+
+
 def test_bfloat16_lbfgs_does_not_blow_up_on_a_flat_photo():
     # A photo of smooth colour gradients, whose colour total variation starts at 0. In
     # bfloat16 the network cannot see L-BFGS's tiny first step, so its first curvature pair
     # was the float32 total variations' alone, and the next step sent the loss up 3500x
     # (263 -> 9.27e5). loop._forget_first_step drops that pair; loop.BLOWUP is the backstop.
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 48), indexing="ij")
-    content = torch.stack([0.6 + 0.3 * yy, 0.3 * xx, 0.2 + 0 * xx])
-    style = torch.stack([0.1 + 0 * xx, 0.3 * yy, 0.7 + 0.3 * xx])
+    content, style = flat_photo_and_painting()
     record = []
     stylize(content, [style], Config(size=48, iterations=12, model="vgg16bn-craft", init="palette",
                                      precision="bfloat16", tv_chroma_weight=3e4), callback=record.append)
@@ -65,9 +70,7 @@ def test_a_blown_up_lbfgs_step_goes_back_to_the_best_pixels(monkeypatch):
     # back to the best pixels so far instead of carrying on from there.
     from nstyle import loop
     monkeypatch.setattr(loop, "_forget_first_step", lambda opt: None)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 48), indexing="ij")
-    content = torch.stack([0.6 + 0.3 * yy, 0.3 * xx, 0.2 + 0 * xx])
-    style = torch.stack([0.1 + 0 * xx, 0.3 * yy, 0.7 + 0.3 * xx])
+    content, style = flat_photo_and_painting()
     record = []
     stylize(content, [style], Config(size=48, iterations=6, model="vgg16bn-craft", init="style",
                                      precision="bfloat16", tv_chroma_weight=3e4), callback=record.append)

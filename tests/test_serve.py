@@ -301,17 +301,23 @@ def test_delete_removes_the_files(server, inputs, root):
     assert not folder.exists() and server.client.get(f"/api/runs/{run['id']}").status_code == 404
 
 
+def stop_a_long_run(server, after_step: int = 1) -> tuple[dict, str]:
+    """Start an endless run, press Stop once it has reported ``after_step`` iterations, and
+    return its record once it has ended, and the photo's upload id."""
+    photo = server.client.post("/api/uploads", content=png(tiny(0, 48, 64)), headers={"X-File-Name": "p.png"}).json()
+    run = start(server, (photo["id"], photo["id"]), iterations=100000)
+    Events(server.url).wait(lambda kind, d: kind == "progress" and d["run"] == run["id"]
+                            and d["progress"]["step"] >= after_step)
+    server.client.post(f"/api/runs/{run['id']}/stop")
+    return server.wait_status(run["id"], timeout=20), photo["id"]
+
+
 def test_stop_falls_back_to_killing_the_worker(tmp_path):
     deaf = LiveServer(tmp_path / "data", setup=deaf_worker, kill_after=1)
     try:
-        photo = deaf.client.post("/api/uploads", content=png(tiny(0, 48, 64)), headers={"X-File-Name": "p.png"}).json()
-        run = start(deaf, (photo["id"], photo["id"]), iterations=100000)
-        events = Events(deaf.url)
-        events.wait(lambda kind, d: kind == "progress" and d["run"] == run["id"])
-        deaf.client.post(f"/api/runs/{run['id']}/stop")
-        record = deaf.wait_status(run["id"], timeout=20)
+        record, photo = stop_a_long_run(deaf)
         assert record["status"] == "failed" and re.search(r"did not stop within [\d.]+ s and was ended", record["message"])
-        assert deaf.wait_status(start(deaf, (photo["id"], photo["id"]))["id"])["status"] == "done"
+        assert deaf.wait_status(start(deaf, (photo, photo))["id"])["status"] == "done"
     finally:
         deaf.stop()
 
@@ -319,12 +325,7 @@ def test_stop_falls_back_to_killing_the_worker(tmp_path):
 def test_stop_waits_for_an_iteration_longer_than_the_kill_delay(tmp_path):
     slow = LiveServer(tmp_path / "data", setup=slow_worker, kill_after=1)
     try:
-        photo = slow.client.post("/api/uploads", content=png(tiny(0, 48, 64)), headers={"X-File-Name": "p.png"}).json()
-        run = start(slow, (photo["id"], photo["id"]), iterations=100000)
-        events = Events(slow.url)
-        events.wait(lambda kind, d: kind == "progress" and d["run"] == run["id"] and d["progress"]["step"] >= 2)
-        slow.client.post(f"/api/runs/{run['id']}/stop")
-        record = slow.wait_status(run["id"], timeout=20)
+        record, _ = stop_a_long_run(slow, after_step=2)
         assert record["status"] == "stopped" and record["output"], record  # saved, not killed
     finally:
         slow.stop()
