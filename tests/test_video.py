@@ -19,7 +19,7 @@ av = pytest.importorskip("av", reason="the video extra: pip install 'nstyle[vide
 pytest.importorskip("cv2", reason="the video extra: pip install 'nstyle[video]'")
 
 from conftest import tiny, write_image  # noqa: E402
-from nstyle import Config, losses, video  # noqa: E402
+from nstyle import Config, color, losses, video  # noqa: E402
 from nstyle.video import (VideoOptions, consistency_mask, long_term_masks, optical_flow, probe,  # noqa: E402
                           stylize_video, warp)
 from test_cli import assert_one_error_line, cli_env, describe, run_main  # noqa: E402
@@ -215,8 +215,11 @@ def test_a_frame_starts_from_the_warped_result_only_where_the_flow_is_trusted():
     assert torch.equal(start[:, :, :10], warped[:, :, :10])
     # There: the frame in the previous result's colours (one colour, no spread: that colour).
     assert torch.allclose(start[:, :, 10:], previous[:, :, 10:], atol=0.01)  # (eigenvalues floored at 1e-5)
-    kept = video.fresh_start(frame, previous, warped, mask, Config(preserve_colors="luminance"))
+    kept = video.fresh_start(frame, previous, warped, mask, Config(preserve_colors="histogram"))
     assert torch.equal(kept[:, :, 10:], frame[:, :, 10:])  # colours preserved: the frame itself
+    gray = video.fresh_start(frame, previous, warped, mask, Config(preserve_colors="luminance"))
+    # luminance only: the frame's luminance, as the run optimises it (engine._prepare_colors)
+    assert torch.equal(gray[:, :, 10:], color.as_gray_rgb(color.luminance(frame))[:, :, 10:])
 
 
 def test_flow_from_outside_the_image_is_masked():

@@ -200,7 +200,9 @@ def fresh_start(frame: torch.Tensor, previous: torch.Tensor, warped: torch.Tenso
     for the few iterations a frame gets to undo. Ours: those places start as the photo in
     the painting's colours, as the first frame does (init='palette').
     """
-    if config.preserve_colors != "none":
+    if config.preserve_colors == "luminance":  # the run optimises the luminance, as ``warped`` holds it
+        fill = color.as_gray_rgb(color.luminance(frame))
+    elif config.preserve_colors != "none":
         fill = frame
     else:
         fill = color.match_colors(frame, *color.color_stats(previous)).clamp(0, 1)
@@ -258,10 +260,10 @@ def stylize_video(frames: Iterable[torch.Tensor], styles, config: Config | None 
                 warped.append(warp(result, backward, "bicubic").clamp(0, 1))
                 masks.append(consistency_mask(backward, forward))
             masks = long_term_masks(masks)
-            start = fresh_start(frame, past[-1][1], warped[0], masks[0], config)
             if config.preserve_colors == "luminance":
                 # The run optimises the luminance (engine._prepare_colors): hold that to the past.
                 warped = [color.as_gray_rgb(color.luminance(w)) for w in warped]
+            start = fresh_start(frame, past[-1][1], warped[0], masks[0], config)
             t1 = time.perf_counter()
             timings["flow"] += t1 - t0
             t0 = t1
