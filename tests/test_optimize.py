@@ -355,20 +355,32 @@ def test_every_style_loss_runs_and_lowers_the_loss(kind, random_network):
     assert record[-1].style < 0.8 * record[0].style
 
 
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.xfail(
-    reason="known, open: the histogram loss rises over the first 4 L-BFGS steps here (no line search)"))
-    if k == "histogram" else k for k in losses.STYLE_LOSSES])
+@pytest.mark.parametrize("kind", losses.STYLE_LOSSES)
 def test_style_losses_with_masks_and_two_styles(kind, request):
-    if kind != "histogram":  # the known failure is the real network's; random weights do not show it
+    if kind != "histogram":  # histogram on the real network: the case that once looked like a fault
         request.getfixturevalue("random_network")
     left = torch.zeros(40, 48)
     left[:, :24] = 1
-    image, record = run(Config(**SMALL, style_loss=kind, iterations=4, scales=1, style_strength=0.8),
-                        styles=[tiny(1), tiny(2)])
-    assert record[-1].loss < record[0].loss
+    # float32: what is checked here is the losses, not bfloat16's rounding (the next test)
+    image, record = run(Config(**SMALL, style_loss=kind, iterations=4, scales=1, style_strength=0.8,
+                               precision="float32"), styles=[tiny(1), tiny(2)])
+    assert all(b.loss < a.loss for a, b in zip(record[1:], record[2:]))  # step 1 is L-BFGS's tiny probe
     masked = stylize(tiny(0), [tiny(1), tiny(2)], Config(**SMALL, style_loss=kind, iterations=4, scales=1),
                      masks=[left, 1 - left])
     assert torch.isfinite(masked).all()
+
+
+def test_histogram_loss_in_bfloat16_recovers_from_a_rounded_step():
+    """In bfloat16 the histogram loss on this case rises at step 4 (805 -> 904: the curvature
+    pair of step 3 is mostly rounding) and is below its start again from step 5; in float32
+    it falls at every step (the test above). L-BFGS without line search does not promise
+    a fall at every step; what must hold is that the run recovers, without the backstop
+    (loop.BLOWUP) having to undo a step."""
+    _, record = run(Config(**SMALL, style_loss="histogram", iterations=8, scales=1, style_strength=0.8,
+                           precision="bfloat16"), styles=[tiny(1), tiny(2)])
+    losses_seen = [p.loss for p in record]
+    assert max(losses_seen) < 1.5 * losses_seen[0]
+    assert losses_seen[-1] < 0.9 * losses_seen[0]
 
 
 def test_style_loss_options_are_checked():
