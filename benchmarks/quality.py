@@ -37,6 +37,12 @@ Figures of one result (tables give each pair's, and medians over pairs):
            high-frequency chroma). Sharp colour edges count as much as speckle; blind to luminance
            noise; a painting smaller than the result is upsampled, which smooths it and raises
            the ratio; a flat-coloured painting does too.
+  halo     light bands beside bright objects: the mean luminance 2-10 px outside the photo's
+           locally bright objects minus that 16-32 px outside, over the objects' own contrast,
+           result minus photo, in percent (0 = the photo's falloff kept; the classic outputs
+           score -6 to 7). Only photos with small bright objects on a darker ground give it
+           weight (a lit tower, roofs against the sky); elsewhere its few pixels make it noisy,
+           and a painting whose lights glow (Turner, van Gogh) raises it legitimately.
 Every figure compares pixels, not what a viewer sees: look at the sheets as well.
 """
 from __future__ import annotations
@@ -67,7 +73,7 @@ OUT = ROOT / "out" / "quality"
 CLASSIC = {("tubingen", "the_scream"): "tubingen_scream.png", ("tubingen", "starry_night"): "tubingen_starry.png",
            ("tubingen", "shipwreck"): "tubingen_shipwreck.png",
            ("tubingen", "seated-nude"): "tubingen_seated_nude.png"}
-FIGURES = ("colour", "palette", "edges", "noise")
+FIGURES = ("colour", "palette", "edges", "noise", "halo")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 
 # --- the figures: pure functions of (3, H, W) float tensors in [0, 1] ---
@@ -158,9 +164,42 @@ def colour_noise(result: torch.Tensor, painting: torch.Tensor, sigma: float = 1.
     return _chroma_detail(result, sigma) / base if base > 0 else math.inf
 
 
+def halo(result: torch.Tensor, photo: torch.Tensor) -> float:
+    """Light bands beside bright objects, in percent: result minus photo of
+    (mean luminance 2-10 px outside the photo's locally bright objects - mean 16-32 px
+    outside) / (the objects' mean - that same far mean). Both at the result's size.
+
+    Bright objects: pixels 0.15 above the mean luminance of their 41x41 neighbourhood, opened
+    with a 3x3 square; distances are square (max-pooling dilations). NaN without any.
+    """
+    def lum(image: torch.Tensor) -> torch.Tensor:
+        return (torch.tensor([0.2126, 0.7152, 0.0722], dtype=torch.float64).view(3, 1, 1) * image.double()).sum(0)
+    r, p = lum(result), lum(resize(photo, tuple(result.shape[-2:]), "area"))
+    x = p[None, None]
+    background = F.avg_pool2d(F.pad(x, (20, 20, 20, 20), mode="replicate"), 41, 1)
+    bright = ((x - background) > 0.15).double()
+    bright = F.max_pool2d(-F.max_pool2d(-bright, 3, 1, 1), 3, 1, 1)  # opening: no single pixels
+    if bright.sum() == 0:
+        return math.nan
+
+    def near(d: int) -> torch.Tensor:
+        return F.max_pool2d(bright, 2 * d + 1, 1, d)[0, 0] > 0
+
+    inside, band, far = near(0), near(10) & ~near(2), near(32) & ~near(16)
+    if band.sum() == 0 or far.sum() == 0:
+        return math.nan
+
+    def ratio(img: torch.Tensor) -> float:
+        contrast = float(img[inside].mean() - img[far].mean())
+        return float(img[band].mean() - img[far].mean()) / contrast if contrast > 0 else math.nan
+
+    return 100 * (ratio(r) - ratio(p))
+
+
 def score(result: torch.Tensor, photo: torch.Tensor, painting: torch.Tensor) -> dict[str, float]:
     return {"colour": colour_distance(result, painting), "palette": palette_score(result, photo, painting),
-            "edges": edge_correlation(result, photo), "noise": colour_noise(result, painting)}
+            "edges": edge_correlation(result, photo), "noise": colour_noise(result, painting),
+            "halo": halo(result, photo)}
 
 
 def self_check() -> None:
@@ -183,9 +222,19 @@ def self_check() -> None:
     assert abs(colour_noise(painting, painting) - 1) < 1e-9
     speckled = (painting + 0.1 * torch.randn(painting.shape, generator=g)).clamp(0, 1)
     assert colour_noise(speckled, painting) > 1.3 and colour_noise(photo, painting) < 0.5
+    # a lit tower on a dark sky; the same with a light band 3-8 px beside it; a dark moat
+    night = torch.full((3, 96, 128), 0.1)
+    night[:, 20:96, 60:68] = 0.9
+    banded, moat = night.clone(), night.clone()
+    for img, level in ((banded, 0.4), (moat, 0.02)):
+        img[:, 20:96, 52:57] = level
+        img[:, 20:96, 71:76] = level
+    assert abs(halo(night, night)) < 1e-9 and halo(banded, night) > 10 and halo(moat, night) < 0
+    assert math.isnan(halo(photo * 0 + 0.5, photo * 0 + 0.5))  # nothing bright: no figure
     print(f"self-check passed: colour(painting, photo) {colour_distance(painting, photo):.1f}, "
           f"edges(shuffled) {edge_correlation(shuffled, photo):.3f}, noise(speckled) "
-          f"{colour_noise(speckled, painting):.2f}, noise(smooth photo) {colour_noise(photo, painting):.3f}")
+          f"{colour_noise(speckled, painting):.2f}, noise(smooth photo) {colour_noise(photo, painting):.3f}, "
+          f"halo(light band) {halo(banded, night):.1f}")
 
 
 # --- configs and runs ---
@@ -271,18 +320,18 @@ def _num(x: float, digits: int) -> str:
 
 
 def print_pairs(title: str, rows: dict[str, dict]) -> None:
-    print(f"\n### {title}\n\n| pair | colour | palette | edges | noise | wall s | evaluations |\n"
-          "|---|---|---|---|---|---|---|")
+    print(f"\n### {title}\n\n| pair | colour | palette | edges | noise | halo | wall s | evaluations |\n"
+          "|---|---|---|---|---|---|---|---|")
     for pair, r in rows.items():
         note = " (reused)" if r.get("reused") else " (diverged)" if r.get("diverged") else ""
         print(f"| {pair} | {_num(r['colour'], 2)} | {_num(r['palette'], 2)} | {_num(r['edges'], 3)} | "
-              f"{_num(r['noise'], 2)} | {_num(r.get('wall', math.nan), 1)}{note} | {r.get('evaluations', '-')} |")
+              f"{_num(r['noise'], 2)} | {_num(r.get('halo', math.nan), 1)} | {_num(r.get('wall', math.nan), 1)}{note} | {r.get('evaluations', '-')} |")
 
 
 def medians(rows: dict[str, dict]) -> dict[str, float]:
     out = {}
     for f in FIGURES:
-        values = [r[f] for r in rows.values() if not math.isnan(r[f])]
+        values = [r[f] for r in rows.values() if f in r and not math.isnan(r[f])]
         out[f] = statistics.median(values) if values else math.nan
     walls = [r["wall"] for r in rows.values() if "wall" in r]
     out["wall"] = sum(walls) if walls else math.nan
@@ -291,16 +340,17 @@ def medians(rows: dict[str, dict]) -> dict[str, float]:
 
 def print_summary(title: str, table: dict[str, dict[str, dict]]) -> None:
     """One line per config: medians over its pairs and total wall time, each / the first config's."""
-    print(f"\n### {title}\n\n| config | pairs | colour | palette | edges | noise | wall s |\n"
-          "|---|---|---|---|---|---|---|")
+    print(f"\n### {title}\n\n| config | pairs | colour | palette | edges | noise | halo | wall s |\n"
+          "|---|---|---|---|---|---|---|---|")
     base = None
     for name, rows in table.items():
         m = medians(rows)
         base = base or m
         cells = []
-        for f, digits in (("colour", 2), ("palette", 2), ("edges", 3), ("noise", 2), ("wall", 0)):
-            # A ratio to a palette near 0 (the baseline kept the photo's colours) means nothing.
-            ok = base[f] > (0.05 if f == "palette" else 0) and not math.isnan(m[f])
+        for f, digits in (("colour", 2), ("palette", 2), ("edges", 3), ("noise", 2), ("halo", 1), ("wall", 0)):
+            # A ratio to a palette near 0 (the baseline kept the photo's colours) means nothing;
+            # nor does one of halo figures, which sit either side of 0.
+            ok = f != "halo" and base[f] > (0.05 if f == "palette" else 0) and not math.isnan(m[f])
             cells.append(_num(m[f], digits) + (f" ({m[f] / base[f]:.2f}x)" if ok else ""))
         print(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
 

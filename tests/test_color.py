@@ -104,3 +104,56 @@ def test_palette_start_moves_the_photo_toward_the_painting():
     # with --preserve-colors the photo's colours are the point: the photo is the start
     kept = _palette_start(photo, [painting], [1.0], Config(init="palette", preserve_colors="luminance"))
     assert torch.equal(kept, photo)
+
+
+def _sorted_projection(pixels: torch.Tensor, direction: torch.Tensor, levels: int = 64) -> torch.Tensor:
+    return torch.quantile(direction @ pixels.reshape(3, -1).double(), torch.linspace(0, 1, levels, dtype=torch.float64))
+
+
+def test_transfer_distribution_one_channel_by_hand():
+    # Grey pixels 0, 0.25, 0.5, 0.75, 1 onto a target that is two grey levels, 0.2 and 0.6,
+    # in equal shares: the map is monotone, so the darker half of the photo goes to 0.2 and
+    # the lighter to 0.6 (the middle pixel between them); grey stays grey.
+    photo = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]).expand(3, 1, 5)
+    target = torch.tensor([0.2] * 50 + [0.6] * 50).expand(3, 100)
+    out = color.transfer_distribution(photo, target)
+    assert torch.allclose(out[0], out[1], atol=2e-3) and torch.allclose(out[1], out[2], atol=2e-3)
+    grey = out[0, 0]
+    assert torch.all(grey[1:] >= grey[:-1] - 1e-6)                     # order kept
+    assert torch.allclose(grey[[0, 1, 3, 4]], torch.tensor([0.2, 0.2, 0.6, 0.6]), atol=0.02)
+    assert 0.2 <= float(grey[2]) <= 0.6
+
+
+def test_transfer_distribution_carries_the_whole_distribution():
+    # A photo whose colours are bimodal along blue, a painting whose colours are bimodal along
+    # red with other proportions: the affine map matches two moments, the transfer matches
+    # every projection's quantiles (checked on directions it never drew).
+    g = torch.Generator().manual_seed(4)
+    photo = torch.rand(3, 40, 40, generator=g) * 0.1 + 0.2
+    photo[2, :10] += 0.6                                   # a quarter of the pixels blue
+    painting = torch.rand(3, 40, 40, generator=g) * 0.1 + 0.1
+    painting[0, :30] += 0.7                                # three quarters red
+    out = color.transfer_distribution(photo, painting.reshape(3, -1))
+    affine = color.match_colors(photo, *color.color_stats(painting))
+    directions = torch.nn.functional.normalize(torch.randn(16, 3, generator=g, dtype=torch.float64), dim=1)
+    error = [max(float((_sorted_projection(img, d) - _sorted_projection(painting, d)).abs().mean()) for d in directions)
+             for img in (out, affine)]
+    assert error[0] < 0.01 and error[0] < 0.5 * error[1]
+    # order decides where colours go: the photo's bright blue quarter is among the pixels
+    # that turn red (the painting's bright part), where the affine map leaves it apart
+    assert float(out[0, :10].mean()) > 0.7 and float(out[2, :10].mean()) < 0.3
+    assert torch.equal(out, color.transfer_distribution(photo, painting.reshape(3, -1)))   # deterministic
+
+
+def test_transfer_distribution_leaves_a_photo_in_the_target_distribution_alone():
+    photo = torch.rand(3, 30, 30, generator=torch.Generator().manual_seed(5))
+    out = color.transfer_distribution(photo, photo.reshape(3, -1))
+    assert (out - photo).abs().mean() < 0.01
+
+
+def test_pixel_sample_takes_each_image_by_its_weight():
+    black, white = torch.zeros(3, 4, 4), torch.ones(3, 8, 8)
+    sample = color.pixel_sample([black, white], [3.0, 1.0], count=1000)
+    assert sample.shape == (3, 1000) and sample.dtype == torch.float32
+    assert float(sample.mean()) == pytest.approx(0.25)
+    assert torch.equal(sample, color.pixel_sample([black, white], [3.0, 1.0], count=1000))

@@ -263,6 +263,8 @@ def test_queue_cancel_and_estimates(server, inputs):
     assert [q["position"] for q in state["queue"]] == [1, 2]
     assert server.client.post(f"/api/runs/{second['id']}/stop").json()["state"] == "cancelled"
     assert server.wait_status(second["id"])["status"] == "cancelled"
+    # (after its first iteration: stopped before it, a run has nothing to save and is cancelled)
+    events.wait(lambda kind, d: kind == "progress" and d["run"] == first["id"])
     server.client.post(f"/api/runs/{first['id']}/stop")
     assert server.wait_status(first["id"])["status"] == "stopped"
     assert server.wait_status(third["id"])["status"] == "done"

@@ -216,6 +216,7 @@ def test_queue_two_and_cancel_one(page, files):
     p.click(f"#queue li.queued[data-id='{second}'] button:has-text('Cancel')")
     page.status(second, "cancelled")
     assert p.query_selector(f"#queue li[data-id='{second}']") is None
+    p.wait_for_selector("#preview[data-step]")  # a first iteration, so that Stop has an image to keep
     p.click(f"#queue li.running[data-id='{first}'] button:has-text('Stop')")
     page.status(first, "stopped", timeout=10)
 

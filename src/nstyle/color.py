@@ -99,3 +99,95 @@ def match_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     x' = A (x - mu_s) + mu_c with A = Sigma_c^(1/2) Sigma_s^(-1/2).
     """
     return match_colors(style, *color_stats(content))
+
+
+# Iterative distribution transfer (init='palette'): rotations, quantile levels, the most
+# pixels its maps are fitted on (2^16 is plenty for 256 levels), and the side of the colour
+# lookup table through which larger images are mapped.
+TRANSFER_ITERATIONS = 10
+TRANSFER_LEVELS = 256
+_TRANSFER_SAMPLE = 1 << 16
+_LUT_SIDE = 33
+
+
+def pixel_sample(images: list[torch.Tensor], weights: list[float], count: int = _TRANSFER_SAMPLE,
+                 seed: int = 0) -> torch.Tensor:
+    """``count`` RGB pixels (3, count) of the mixture of ``images``: image k gives a share
+    weights[k] / sum(weights), drawn uniformly with a fixed seed (float32)."""
+    g = torch.Generator().manual_seed(seed)
+    total = sum(weights)
+    shares = [round(count * w / total) for w in weights]
+    parts = [im.reshape(3, -1)[:, torch.randint(im.shape[-2] * im.shape[-1], (n,), generator=g)]
+             for im, n in zip(images, shares) if n > 0]
+    return torch.cat(parts, 1).float()
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """numpy.interp for increasing ``xp``: piecewise linear, constant beyond the ends."""
+    i = torch.searchsorted(xp, x.contiguous()).clamp(1, xp.numel() - 1)
+    x0, x1, y0, y1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    t = ((x - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0, 1)
+    return y0 + t * (y1 - y0)
+
+
+def _step(pixels: torch.Tensor, basis: torch.Tensor, source_q: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
+    """One iteration's map: along each axis of ``basis``, source quantiles onto target's."""
+    projected = basis.T @ pixels
+    moved = torch.stack([_interp(projected[k], source_q[k], target_q[k]) for k in range(3)])
+    return pixels + basis @ (moved - projected)
+
+
+def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations: int = TRANSFER_ITERATIONS,
+                          levels: int = TRANSFER_LEVELS, seed: int = 0) -> torch.Tensor:
+    """The image (3, H, W) with its colours moved onto the distribution of ``target`` pixels
+    (3, N), in [0, 1]: Pitié, Kokaram and Dahyot 2005, "N-Dimensional Probability Density
+    Function Transfer and its Application to Colour Transfer" (ICCV), iterative distribution
+    transfer. Each iteration projects both on a random orthonormal basis of RGB and maps
+    each projection of the image onto the target's by matching ``levels`` quantiles (a
+    piecewise linear, monotone map); the pixels move by the difference.
+
+    Unlike the affine map of ``match_colors`` (mean and covariance only) it carries the whole
+    distribution, so which colours go where follows their order: under The Scream a bright
+    blue sky, the photo's brightest large region, goes to the painting's bright orange sky,
+    where an affine map makes it grey-blue. Each map is monotone along its axis, so edges stay
+    edges; a photo already in the target's distribution is left nearly unchanged. Fixed
+    rotations (``seed``) make it deterministic.
+
+    The maps are fitted on at most 2^16 of the image's pixels and 2^16 of the target's. The
+    whole is a function of colour alone, so an image with more pixels is mapped through a
+    33^3 lookup table of it, trilinearly: a 12-megapixel photo in about a second, where
+    mapping every pixel took 23 s.
+
+    >>> ramp = torch.linspace(0, 1, 64).expand(3, 1, 64)
+    >>> out = transfer_distribution(ramp, torch.full((3, 100), 0.5))
+    >>> round(float(out.sub(0.5).abs().max()), 3)
+    0.0
+    """
+    g = torch.Generator().manual_seed(seed)
+    pixels = image.reshape(3, -1).float()
+    count = pixels.shape[1]
+    whole = count <= _TRANSFER_SAMPLE
+    x = pixels if whole else pixels[:, torch.randint(count, (_TRANSFER_SAMPLE,), generator=g)]
+    t = target.reshape(3, -1).float()
+    if t.shape[1] > _TRANSFER_SAMPLE:
+        t = t[:, torch.randint(t.shape[1], (_TRANSFER_SAMPLE,), generator=g)]
+    q = torch.linspace(0, 1, levels)
+    strictly = torch.arange(levels, dtype=torch.float32) * 1e-7  # xp must increase for searchsorted
+    maps = []
+    for _ in range(iterations):
+        basis, _ = torch.linalg.qr(torch.randn(3, 3, generator=g))
+        source_q = torch.quantile(basis.T @ x, q, dim=1).T + strictly
+        target_q = torch.quantile(basis.T @ t, q, dim=1).T
+        maps.append((basis, source_q, target_q))
+        x = _step(x, basis, source_q, target_q)
+    if whole:
+        return x.reshape(image.shape).clamp(0, 1).to(image.dtype)
+    axis = torch.linspace(0, 1, _LUT_SIDE)
+    b, gr, r = torch.meshgrid(axis, axis, axis, indexing="ij")  # grid_sample reads (x, y, z) = (r, g, b)
+    lut = torch.stack([r, gr, b]).reshape(3, -1)
+    for basis, source_q, target_q in maps:
+        lut = _step(lut, basis, source_q, target_q)
+    lut = lut.reshape(1, 3, _LUT_SIDE, _LUT_SIDE, _LUT_SIDE)
+    where = (pixels.T * 2 - 1).reshape(1, 1, 1, count, 3)
+    out = torch.nn.functional.grid_sample(lut, where, mode="bilinear", align_corners=True)  # trilinear in 3-D
+    return out.reshape(image.shape).clamp(0, 1).to(image.dtype)

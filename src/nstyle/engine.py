@@ -259,15 +259,19 @@ def _palette_start(content: torch.Tensor, styles: list[torch.Tensor], weights: l
 
     Starting from the photo, a Gram-type style loss leaves large flat areas in the photo's
     colours (a pale sky stays pale under The Scream): nothing in it says which region should
-    turn which colour, and the optimiser does not travel that far. The photo recoloured to
-    the paintings' colour mean and covariance (their mixture for several; the affine map of
-    Gatys et al. 2016, section 2.1, the other way round) starts it there, with every edge
-    in place; ``style_strength`` s takes that fraction of the way. With --preserve-colors the
-    photo's colours are the point, so the photo is the start.
+    turn which colour, and the optimiser does not travel that far. The photo with its colour
+    distribution carried onto the paintings' (their pixels pooled by weight; Pitié et al.
+    2005's iterative transfer, ``color.transfer_distribution``) starts it there, with every
+    edge in place and colours assigned by their order (a bright sky to the painting's bright
+    sky); ``style_strength`` s takes that fraction of the way. An affine map of mean and
+    covariance (Gatys et al. 2016, section 2.1), used before, could not do that: under
+    The Scream a blue sky became grey-blue, not orange. With --preserve-colors the photo's
+    colours are the point, so the photo is the start.
     """
     if config.preserve_colors != "none":
         return content
-    recoloured = color.match_colors(content, *color.mixture_stats(styles, weights))
+    recoloured = color.transfer_distribution(content, color.pixel_sample(styles, weights, seed=config.seed),
+                                             seed=config.seed)
     return content + config.style_strength * (recoloured - content)
 
 
