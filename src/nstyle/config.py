@@ -29,7 +29,7 @@ class Config:
     # --- the objective ---
     # Weight of the content loss. 300 on relu3_1 (ours; the paper: relu4_2): at relu4_2 and
     # weight 1 the term did nothing measurable (weight 0 gave the same image), structure came
-    # from the start alone; relu3_1 at 300 keeps thin shapes and stops halos (README, Quality).
+    # from the start alone; relu3_1 at 300 keeps thin shapes and reduces halos (README, Quality).
     content_weight: float = 300.0
     style_weight: float = 1e4              # weight of the style loss (sum over style layers)
     tv_weight: float = 1e-1                # weight of the total-variation loss

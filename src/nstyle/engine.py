@@ -262,8 +262,8 @@ def _palette_start(content: torch.Tensor, styles: list[torch.Tensor], weights: l
     turn which colour, and the optimiser does not travel that far. The photo with its colour
     distribution carried onto the paintings' (their pixels pooled by weight; Pitié et al.
     2005's iterative transfer, ``color.transfer_distribution``) starts it there, with every
-    edge in place and colours assigned by their order (a bright sky to the painting's bright
-    sky); ``style_strength`` s takes that fraction of the way. An affine map of mean and
+    edge in place and colours assigned by their order (a bright sky toward the painting's
+    bright sky); ``style_strength`` s takes that fraction of the way. An affine map of mean and
     covariance (Gatys et al. 2016, section 2.1), used before, could not do that: under
     The Scream a blue sky became grey-blue, not orange. With --preserve-colors the photo's
     colours are the point, so the photo is the start.
