@@ -1,7 +1,7 @@
 """Crops of several images side by side, enlarged, one row per region: a before/after figure.
 
     python benchmarks/crops.py examples/halo_crops.jpg --labels before after classic \\
-        --row 180,60,160,282:out/quality/chroma/rocket__starry_night.png,out/quality/idt/rocket__starry_night.png
+        --row 180,60,160,282:out/quality/chroma/rocket__starry_night.png,out/quality/now/rocket__starry_night.png
 
 Each --row is BOX:IMAGES with BOX = left,top,width,height in the pixels of the first image
 (the others are resized to its size first, or all to --size) and IMAGES comma-separated; --labels names the
@@ -11,6 +11,7 @@ visible.
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -50,7 +51,6 @@ def main() -> None:
             sheet.paste(crop, (x, y))
             x += widths[k] + pad
         y += max(c.height for c in r) + pad
-    import io
     buf = io.BytesIO()
     sheet.save(buf, "JPEG", quality=85)
     atomic_write_bytes(args.out, buf.getvalue())

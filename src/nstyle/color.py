@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .losses import interp
+
 # NTSC YIQ, as the paper uses: Y is luminance, I and Q carry the colour.
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114],
                             [0.596, -0.274, -0.322],
@@ -122,19 +124,10 @@ def pixel_sample(images: list[torch.Tensor], weights: list[float], count: int = 
     return torch.cat(parts, 1).float()
 
 
-def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """numpy.interp for increasing ``xp``: piecewise linear, constant beyond the ends."""
-    i = torch.searchsorted(xp, x.contiguous()).clamp(1, xp.numel() - 1)
-    x0, x1, y0, y1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
-    t = ((x - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0, 1)
-    return y0 + t * (y1 - y0)
-
-
 def _step(pixels: torch.Tensor, basis: torch.Tensor, source_q: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
     """One iteration's map: along each axis of ``basis``, source quantiles onto target's."""
     projected = basis.T @ pixels
-    moved = torch.stack([_interp(projected[k], source_q[k], target_q[k]) for k in range(3)])
-    return pixels + basis @ (moved - projected)
+    return pixels + basis @ (interp(projected, source_q, target_q) - projected)
 
 
 def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations: int = TRANSFER_ITERATIONS,

@@ -444,9 +444,19 @@ def _mix_quantiles(quantiles: list[torch.Tensor], weights: list[float]) -> torch
     level = mass.cumsum(-1) - mass / 2                         # each atom at the middle of its mass
     m = min(QUANTILES, values.shape[-1])
     wanted = ((torch.arange(m, dtype=torch.float64, device=values.device) + 0.5) / m).expand(*values.shape[:-1], m)
-    hi = torch.searchsorted(level.contiguous(), wanted.contiguous()).clamp(1, values.shape[-1] - 1)
+    return interp(wanted, level, values).to(like.device, like.dtype)
+
+
+def interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """numpy.interp over the last dimension, batched: the piecewise-linear curve through
+    (xp, fp), xp increasing (..., n), read at x (..., m); constant beyond the ends.
+
+    >>> interp(torch.tensor([-1., 0.5, 1.5, 9.]), torch.tensor([0., 1., 2.]), torch.tensor([0., 10., 40.]))
+    tensor([ 0.,  5., 25., 40.])
+    """
+    hi = torch.searchsorted(xp.contiguous(), x.contiguous()).clamp(1, xp.shape[-1] - 1)
     lo = hi - 1
-    l0, l1 = level.gather(-1, lo), level.gather(-1, hi)
-    frac = ((wanted - l0) / (l1 - l0).clamp_min(1e-300)).clamp(0, 1)
-    v0, v1 = values.gather(-1, lo), values.gather(-1, hi)
-    return (v0 + frac * (v1 - v0)).to(like.device, like.dtype)
+    x0, x1 = xp.gather(-1, lo), xp.gather(-1, hi)
+    frac = ((x - x0) / (x1 - x0).clamp_min(torch.finfo(xp.dtype).tiny)).clamp(0, 1)
+    y0, y1 = fp.gather(-1, lo), fp.gather(-1, hi)
+    return y0 + frac * (y1 - y0)
