@@ -8,6 +8,7 @@ Uses the shipped example images, plus The Scream from ../shared/images when it i
 from __future__ import annotations
 
 import argparse
+import io
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from nstyle import Config, load_image, stylize
+from nstyle.image import atomic_write_bytes
 
 HERE = Path(__file__).resolve().parent
 SCREAM = HERE.parent.parent / "shared" / "images" / "style" / "the_scream.jpg"
@@ -34,6 +36,8 @@ def panels(size: int):
     sky = sky_mask(h, w)
     yield "photo", None
     yield "default", dict(styles=[starry], config=base)
+    yield "--style-strength 0.25", dict(styles=[starry], config=base.replace(style_strength=0.25))
+    yield "--style-strength 0.5", dict(styles=[starry], config=base.replace(style_strength=0.5))
     yield "--preserve-colors luminance", dict(styles=[starry], config=base.replace(preserve_colors="luminance"))
     yield "--preserve-colors histogram", dict(styles=[starry], config=base.replace(preserve_colors="histogram"))
     yield "--style-scale 0.5", dict(styles=[starry], config=base.replace(style_scale=0.5))
@@ -63,12 +67,14 @@ def main() -> None:
         ImageDraw.Draw(tile).rectangle((0, 0, tile.width, 16), fill=(0, 0, 0))
         ImageDraw.Draw(tile).text((4, 2), label, fill=(255, 255, 255))
         tiles.append(tile)
-    cols = 4
+    cols = 5
     tw, th = tiles[0].size
     grid = Image.new("RGB", (cols * tw, -(-len(tiles) // cols) * th), "white")
     for i, tile in enumerate(tiles):
         grid.paste(tile, ((i % cols) * tw, (i // cols) * th))
-    grid.save(args.output, quality=88)
+    buffer = io.BytesIO()
+    grid.save(buffer, "JPEG", quality=88)
+    atomic_write_bytes(Path(args.output), buffer.getvalue())
     print(f"wrote {args.output}")
 
 

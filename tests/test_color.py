@@ -145,6 +145,20 @@ def test_transfer_distribution_carries_the_whole_distribution():
     assert torch.equal(out, color.transfer_distribution(photo, painting.reshape(3, -1)))   # deterministic
 
 
+def test_transfer_distribution_assigns_brightness_by_the_photos_order_first():
+    # One iteration is the fixed first one: along R+G+B the photo's pixels take the target's
+    # brightness quantiles in their own brightness order (then random rotations refine).
+    g = torch.Generator().manual_seed(6)
+    photo = torch.rand(3, 20, 20, generator=g)
+    target = 0.3 + 0.4 * torch.rand(3, 400, generator=g) ** 2           # darker; no clamping at 0 or 1
+    out = color.transfer_distribution(photo, target, iterations=1)
+    before, after = photo.reshape(3, -1).sum(0), out.reshape(3, -1).sum(0)
+    in_order = after[torch.argsort(before)]
+    assert torch.all(in_order[1:] >= in_order[:-1] - 1e-5)                # brightness order kept
+    q = torch.linspace(0, 1, 11)
+    assert torch.allclose(torch.quantile(after, q), torch.quantile(target.sum(0), q), atol=0.03)
+
+
 def test_transfer_distribution_leaves_a_photo_in_the_target_distribution_alone():
     photo = torch.rand(3, 30, 30, generator=torch.Generator().manual_seed(5))
     out = color.transfer_distribution(photo, photo.reshape(3, -1))

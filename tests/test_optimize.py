@@ -362,9 +362,12 @@ def test_style_losses_with_masks_and_two_styles(kind, request):
         request.getfixturevalue("random_network")
     left = torch.zeros(40, 48)
     left[:, :24] = 1
-    # float32: what is checked here is the losses, not bfloat16's rounding (the next test)
+    # float32: what is checked here is the losses, not bfloat16's rounding (the next test).
+    # From the photo: from the palette start L-BFGS's first full step overshoots on this tiny
+    # case with the histogram loss (833 -> 1144 -> 916 -> 764 -> 706 ...), which L-BFGS
+    # without a line search may do; the next test holds a run to recovering.
     image, record = run(Config(**SMALL, style_loss=kind, iterations=4, scales=1, style_strength=0.8,
-                               precision="float32"), styles=[tiny(1), tiny(2)])
+                               precision="float32", init="content"), styles=[tiny(1), tiny(2)])
     assert all(b.loss < a.loss for a, b in zip(record[1:], record[2:]))  # step 1 is L-BFGS's tiny probe
     masked = stylize(tiny(0), [tiny(1), tiny(2)], Config(**SMALL, style_loss=kind, iterations=4, scales=1),
                      masks=[left, 1 - left])

@@ -32,15 +32,30 @@ def test_automatic_scales_step_at_most_twofold():
 
 
 def test_default_iterations_double_towards_coarse_scales():
-    assert default_iterations([512]) == [30]
+    assert default_iterations([256, 512]) == [60, 30]
     assert default_iterations([128, 256, 512]) == [100, 60, 30]
     assert default_iterations([128, 256, 512, 1024]) == [100, 100, 60, 30]
+
+
+def test_a_run_of_one_scale_gets_twice_the_finest_scales_iterations():
+    # no coarser scale to start from: 60, not 30 (at 256 px, 30 left fine colour noise
+    # 1.8x that of 60 in benchmarks/quality.py)
+    assert default_iterations([512]) == [60] and default_iterations([200]) == [60]
+    assert plan(200, None, 256, None) == [Scale(200, 60)]
 
 
 def test_default_iterations_fall_above_1024_px():
     assert default_iterations([1024, 2048]) == [60, 15]
     assert default_iterations([128, 256, 512, 1024, 2048, 4096]) == [100, 100, 100, 100, 30, 10]
     assert default_iterations([20000]) == [10]  # never below 10
+    assert default_iterations([4096]) == [15]
+
+
+def test_the_default_schedule_starts_at_256_px():
+    # a 128-px start laid bands across the picture that the finer scales kept (README, Quality)
+    c = Config()
+    assert plan(c.size, c.scales, c.min_size, c.iterations) == [Scale(256, 60), Scale(512, 30)]
+    assert [sc.size for sc in plan(4096, None, c.min_size, None)] == [256, 512, 1024, 2048, 4096]
 
 
 def test_plan():

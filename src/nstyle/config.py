@@ -58,20 +58,23 @@ class Config:
     # Keep the photo's colours (Gatys et al. 2016): 'luminance' transfers style on
     # luminance only, 'histogram' maps the painting's colours to the photo's first.
     preserve_colors: str = "none"
-    # Initial image: content, noise, style, or palette (the photo recoloured to the painting's
-    # colour mean and covariance, style_strength of the way).
+    # Initial image: content, noise, style, or palette (the photo's colour distribution carried
+    # onto the painting's, Pitie et al. 2005, style_strength of the way; color.transfer_distribution).
     init: str = "palette"
     noise_ratio: float = 0.0               # blend of uniform noise (+-20 units) into the initial image
     # --- the optimisation ---
     optimizer: str = "lbfgs"               # lbfgs, adam or sgd
     # Optimiser steps per scale (one step = one iteration = one callback): None for the
-    # schedule's default (100, 60, 30 for three scales), one number for every scale, or
-    # one per scale from coarse to fine.
+    # schedule's default (60, 30 at 512 px; schedule.default_iterations), one number for
+    # every scale, or one per scale from coarse to fine.
     iterations: int | tuple[int, ...] | None = None
     # Coarse-to-fine: the number of sizes (1 = the output size only); None for as many as
-    # keep each step at most 2x (3 at 512 px, 6 at 4096 px).
+    # keep each step at most 2x (2 at 512 px, 5 at 4096 px).
     scales: int | None = None
-    min_size: int = 128                    # long side of the coarsest scale
+    # Long side of the coarsest scale. 256, not 128: a 128-px start laid wide bands and pale
+    # washes across the picture that the finer scales kept (faces crossed by stripes, halos);
+    # from 256 the edge figure rose 1.16x with the colour nearer the painting's (README, Quality).
+    min_size: int = 256
     # Scales too large to optimise whole are refined tile by tile (tiles of at most this long
     # side, overlapping and blended); None: only when the whole image would not fit in memory.
     tile_size: int | None = None
@@ -84,7 +87,7 @@ class Config:
     line_search: bool = False              # lbfgs: strong-Wolfe line search (more evaluations per step)
     clamp: bool = True                     # keep pixels within 0-255 after every step
     # --- the network ---
-    model: str = "auto"                    # auto, vgg19 or vgg16bn-craft
+    model: str = "auto"                    # auto, vgg19, vgg16bn-craft or vgg16-hed
     weights: str | None = None             # a weights file instead of the pinned one
     pooling: str = "max"                   # max or avg (Gatys et al. prefer avg)
     device: str = "auto"                   # auto, cpu, cuda or mps

@@ -12,7 +12,9 @@ import math
 from dataclasses import dataclass
 
 # Iterations at the finest scale by default, doubling towards coarser ones up to a cap:
-# a coarse iteration costs a quarter of the next finer one.
+# a coarse iteration costs a quarter of the next finer one. A run of one scale (an output
+# no larger than the coarsest size, or --scales 1) gets twice the finest's: it has no
+# coarser scale to start from.
 DEFAULT_FINEST = 30
 DEFAULT_CAP = 100
 MAX_RATIO = 2.0        # the largest step between sizes when the number of scales is automatic
@@ -29,8 +31,8 @@ class Scale:
 def sizes(size: int, scales: int | None, min_size: int) -> list[int]:
     """Long sides from coarse to fine, a geometric series from ``min_size`` to ``size``.
 
-    ``scales=None`` takes as many as make each step at most MAX_RATIO (3 at 512 px from
-    128, 6 at 4096). Fewer scales when ``size`` is too small for them (each at least 16 px
+    ``scales=None`` takes as many as make each step at most MAX_RATIO (2 at 512 px from
+    256, 5 at 4096). Fewer scales when ``size`` is too small for them (each at least 16 px
     above the previous); always ends at ``size``.
 
     >>> sizes(512, 3, 128)
@@ -67,19 +69,24 @@ def auto_scales(size: int, min_size: int) -> int:
 
 
 def default_iterations(long_sides: list[int]) -> list[int]:
-    """Iterations per scale from coarse to fine: 30 at the finest, doubling to at most 100,
-    and above WORK_CAP_SIZE px fewer in proportion to the long side (at least 10).
+    """Iterations per scale from coarse to fine: 30 at the finest, doubling to at most 100
+    (60 for a run of one scale), and above WORK_CAP_SIZE px fewer in proportion to the long
+    side (at least 10).
 
     Above about 1024 px an iteration costs seconds to minutes on a CPU and the scale starts
     from an upsampled result that is already stylized: it mostly adds detail.
 
+    >>> default_iterations([256, 512])
+    [60, 30]
     >>> default_iterations([128, 256, 512])
     [100, 60, 30]
+    >>> default_iterations([256])
+    [60]
     >>> default_iterations([128, 256, 512, 1024, 2048, 4096])
     [100, 100, 100, 100, 30, 10]
     """
     n = len(long_sides)
-    counts = [min(DEFAULT_CAP, DEFAULT_FINEST * 2 ** k) for k in reversed(range(n))]
+    counts = [min(DEFAULT_CAP, DEFAULT_FINEST * 2 ** k) for k in reversed(range(n))] if n > 1 else [2 * DEFAULT_FINEST]
     return [c if s <= WORK_CAP_SIZE else max(MIN_ITERATIONS, round(c * WORK_CAP_SIZE / s))
             for c, s in zip(counts, long_sides)]
 
