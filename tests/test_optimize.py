@@ -365,7 +365,7 @@ def test_style_losses_with_masks_and_two_styles(kind, request):
     # float32: what is checked here is the losses, not bfloat16's rounding (the next test).
     # From the photo: from the palette start L-BFGS's first full step overshoots on this tiny
     # case with the histogram loss (833 -> 1144 -> 916 -> 764 -> 706 ...), which L-BFGS
-    # without a line search may do; the next test holds a run to recovering.
+    # without a line search may do; that a run recovers is the next test's.
     image, record = run(Config(**SMALL, style_loss=kind, iterations=4, scales=1, style_strength=0.8,
                                precision="float32", init="content"), styles=[tiny(1), tiny(2)])
     assert all(b.loss < a.loss for a, b in zip(record[1:], record[2:]))  # step 1 is L-BFGS's tiny probe
@@ -375,11 +375,11 @@ def test_style_losses_with_masks_and_two_styles(kind, request):
 
 
 def test_histogram_loss_in_bfloat16_recovers_from_a_rounded_step():
-    """In bfloat16 the histogram loss on this case rises at step 4 (805 -> 904: the curvature
-    pair of step 3 is mostly rounding) and is below its start again from step 5; in float32
-    it falls at every step (the test above). L-BFGS without line search does not promise
-    a fall at every step; what must hold is that the run recovers, without the backstop
-    (loop.BLOWUP) having to undo a step."""
+    """In bfloat16 the histogram loss on this case rose at step 4 (805 -> 904: the curvature
+    pair of step 3 is mostly rounding) and was below its start again from step 5, with the
+    palette start of an earlier stop; with today's it falls at every step (834 -> 614).
+    L-BFGS without line search does not promise a fall at every step; what must hold is
+    that the run recovers, without the backstop (loop.BLOWUP) having to undo a step."""
     _, record = run(Config(**SMALL, style_loss="histogram", iterations=8, scales=1, style_strength=0.8,
                            precision="bfloat16"), styles=[tiny(1), tiny(2)])
     losses_seen = [p.loss for p in record]

@@ -39,7 +39,7 @@ def test_default_iterations_double_towards_coarse_scales():
 
 def test_a_run_of_one_scale_gets_twice_the_finest_scales_iterations():
     # no coarser scale to start from: 60, not 30 (at 256 px, 30 left fine colour noise
-    # 1.8x that of 60 in benchmarks/quality.py)
+    # 1.5x that of 60 in benchmarks/quality.py, 4 pairs)
     assert default_iterations([512]) == [60] and default_iterations([200]) == [60]
     assert plan(200, None, 256, None) == [Scale(200, 60)]
 

@@ -86,7 +86,10 @@ def default_iterations(long_sides: list[int]) -> list[int]:
     [100, 100, 100, 100, 30, 10]
     """
     n = len(long_sides)
-    counts = [min(DEFAULT_CAP, DEFAULT_FINEST * 2 ** k) for k in reversed(range(n))] if n > 1 else [2 * DEFAULT_FINEST]
+    if n == 1:
+        counts = [2 * DEFAULT_FINEST]
+    else:
+        counts = [min(DEFAULT_CAP, DEFAULT_FINEST * 2 ** k) for k in reversed(range(n))]
     return [c if s <= WORK_CAP_SIZE else max(MIN_ITERATIONS, round(c * WORK_CAP_SIZE / s))
             for c, s in zip(counts, long_sides)]
 
