@@ -15,11 +15,12 @@ builds the network). Then, ``--repeats`` times, alternating:
   runs, without its process start and network load.
 
 in the order ABBA (server, run_job, run_job, server, ...) against a drifting load; and once the
-``nstyle`` command itself (wall clock, its start and network load included), from the data
-folder with the same relative paths as the server's job, whose PNG must then be the server's
-byte for byte. The overhead is server / run_job - 1, the best of each, in wall-clock seconds
-and in CPU seconds (the server's and its worker's processes against this one's): on a machine
-shared with other work the wall clock moves with the others' load, CPU time much less.
+``nstyle`` command itself (wall clock, its start and network load included), in a folder
+holding the two images under the names they were uploaded with (the server's PNG names its
+inputs so), whose PNG must then be the server's byte for byte. The overhead is server /
+run_job - 1, the best of each, in wall-clock seconds and in CPU seconds (the server's and
+its worker's processes against this one's): on a machine shared with other work the wall
+clock moves with the others' load, CPU time much less.
 Asserts only the byte identity.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -159,9 +161,15 @@ def main() -> None:
         record = servers[-1]["record"]
         served_png = folder / "runs" / record["id"] / "output.png"
 
+        # The server's PNG names the inputs as uploaded: the command line gives the same bytes
+        # in a folder that holds them under those names.
+        named = folder / "named"
+        named.mkdir()
+        for upload, original in zip([job_args[0], *job_args[1]], (args.photo, args.painting)):
+            shutil.copyfile(folder / upload, named / Path(original).name)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "nstyle", *job_args[:1], *job_args[1], "-o", str(folder / "cli.png"),
-                        "-s", str(args.size), "-q"], check=True)
+        subprocess.run([sys.executable, "-m", "nstyle", Path(args.photo).name, Path(args.painting).name,
+                        "-o", str(folder / "cli.png"), "-s", str(args.size), "-q"], check=True, cwd=named)
         command = time.perf_counter() - t0
         same = (folder / "cli.png").read_bytes() == served_png.read_bytes()
     finally:
