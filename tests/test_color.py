@@ -67,18 +67,6 @@ def test_preserve_colors_through_stylize(mode):
         assert torch.allclose(color.rgb_to_yiq(kept)[1:], color.rgb_to_yiq(content)[1:], atol=0.02)
 
 
-def test_mixture_stats_by_hand():
-    # Two flat images, black and white, in equal shares: mean 0.5, variance 0.25 per channel
-    # and full correlation between channels (gray levels only).
-    black, white = torch.zeros(3, 2, 2), torch.ones(3, 2, 2)
-    mean, cov = color.mixture_stats([black, white], [1.0, 1.0])
-    assert torch.allclose(mean.flatten(), torch.full((3,), 0.5, dtype=torch.float64))
-    assert torch.allclose(cov, torch.full((3, 3), 0.25, dtype=torch.float64))
-    img = torch.rand(3, 5, 6)
-    one = color.mixture_stats([img], [2.0])
-    assert all(torch.allclose(a, b) for a, b in zip(one, color.color_stats(img)))
-
-
 def test_match_colors_takes_the_target_moments():
     g = torch.Generator().manual_seed(1)
     photo = 0.3 + 0.4 * torch.rand(3, 20, 20, generator=g)

@@ -9,6 +9,9 @@ Neural Artistic Style Transfer" (2016). Pure functions on (3, H, W) RGB tensors 
   an affine map x -> A x + b that matches mean and covariance (the paper's section 2.1,
   with the symmetric square roots of the covariances, the "image analogies" variant),
   before the transfer.
+
+And the palette start (init='palette', ours): ``transfer_distribution`` carries the photo's
+whole colour distribution onto the paintings' (Pitié et al. 2005).
 """
 from __future__ import annotations
 
@@ -71,15 +74,6 @@ def color_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = image.reshape(3, -1).double()
     # (one pixel has no spread: its covariance is 0, not the NaN of an unbiased estimate)
     return x.mean(1, keepdim=True), torch.cov(x, correction=1 if x.shape[1] > 1 else 0)
-
-
-def mixture_stats(images: list[torch.Tensor], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The colour mean and covariance of a mixture of images, image k a share weights[k] / sum."""
-    total = sum(weights)
-    stats = [(w / total, *color_stats(im)) for im, w in zip(images, weights)]
-    mean = sum(w * mu for w, mu, _ in stats)
-    second = sum(w * (cov + mu @ mu.T) for w, mu, cov in stats)
-    return mean, second - mean @ mean.T
 
 
 def match_colors(image: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
