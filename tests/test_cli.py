@@ -689,3 +689,14 @@ def test_bar_on_a_terminal_is_one_line_cut_to_its_width():
     drawn = [part.rstrip("\r\n") for part in text.split("\r") if part.strip()]
     assert drawn[-1].startswith("[" + "#" * 24 + "] step 4/4 x"), repr(text)
     assert all(len(part.rstrip()) <= 49 for part in drawn), repr(text)  # never wider than the terminal
+
+
+def test_style_layer_decay_option_reaches_the_config():
+    from nstyle import Config
+    build_parser, config_from_args = cli.build_parser, cli.config_from_args
+    args = build_parser().parse_args(["p.jpg", "s.jpg", "-o", "o.png", "--style-layer-decay", "0.8"])
+    assert config_from_args(args).style_layer_decay == 0.8
+    args = build_parser().parse_args(["p.jpg", "s.jpg", "-o", "o.png"])
+    assert config_from_args(args).style_layer_decay == Config().style_layer_decay
+    args = build_parser().parse_args(["p.jpg", "s.jpg", "-o", "o.png", "--preset", "keras"])
+    assert config_from_args(args).style_layer_decay == 1.0

@@ -99,6 +99,10 @@ def build_parser(video: bool = False, batch: bool = False) -> argparse.ArgumentP
     g.add_argument("--content-layers", nargs="+", metavar="LAYER",
                    help=f"paper or Keras names (default: {' '.join(D.content_layers)})")
     g.add_argument("--style-layers", nargs="+", metavar="LAYER", help=f"(default: {' '.join(D.style_layers)})")
+    g.add_argument("--style-layer-decay", type=_float, metavar="D",
+                   help="each style layer weighted D times the shallower one before it (mean weight 1): 1 weights "
+                        "them equally (the paper), below 1 favours colour and fine strokes, above 1 larger "
+                        f"shapes (default: {D.style_layer_decay:g})")
     g = p.add_argument_group("image")
     g.add_argument("-s", "--size", type=_whole, help=f"long side of the output in pixels (default: {D.size})")
     g.add_argument("--style-scale", type=_float, nargs="+", metavar="S", help="style size relative to the output, "
@@ -162,7 +166,7 @@ _CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "tv_chroma_wei
                    "style_scale", "style_weights", "init", "noise_ratio", "optimizer", "iterations",
                    "learning_rate", "line_search", "seed", "model", "weights", "pooling", "device",
                    "scales", "min_size", "tile_size", "tolerance", "precision", "preserve_colors",
-                   "style_strength", "style_loss")
+                   "style_strength", "style_loss", "style_layer_decay")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

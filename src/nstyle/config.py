@@ -38,6 +38,12 @@ class Config:
     tv_chroma_weight: float = 3e4
     content_layers: tuple[str, ...] = ("relu3_1",)  # paper names or Keras aliases (block3_conv1)
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    # The style layers' weights w_l (Gatys et al. 2015, eq. 5): each layer decay times the one
+    # above it in the network, scaled to a mean of 1 (1 = equal, the paper's and Keras').
+    # 0.5 (ours): the shallow layers, which carry colour and fine strokes, count most, as
+    # the classic implementations' unnormalised Grams make them; HED's deep layers, retrained
+    # to find edges, paint ridges, fainter so (README, "How nstyle differs"). At most 100.
+    style_layer_decay: float = 0.5
     # 'relative': each term divided by its target's squared norm, Gram matrices by the
     # number of positions (ours); 'keras': the Keras example's exact normalisations.
     loss_form: str = "relative"
@@ -114,11 +120,14 @@ class Config:
         if self.style_strength > 1:
             raise ConfigError(f"style strength must be between 0 and 1, not {self.style_strength:g}")
         if self.loss_form != "relative" and (self.style_loss != "gram" or self.style_strength != 1
-                                             or self.tv_chroma_weight != 0):
+                                             or self.tv_chroma_weight != 0 or self.style_layer_decay != 1):
             raise ConfigError("the Keras objective has only the Gram style loss at full strength, "
-                              "and no colour total variation")
-        for name in ("content_weight", "style_weight", "tv_weight", "tv_chroma_weight", "noise_ratio", "lr_decay"):
+                              "equal style layer weights and no colour total variation")
+        for name in ("content_weight", "style_weight", "tv_weight", "tv_chroma_weight", "noise_ratio", "lr_decay",
+                     "style_layer_decay"):
             _number(name, getattr(self, name), lo=0.0)
+        if self.style_layer_decay > 100:
+            raise ConfigError(f"style layer decay must be between 0 and 100, not {self.style_layer_decay:g}")
         if self.noise_ratio > 1:
             raise ConfigError(f"noise ratio must be between 0 and 1, not {self.noise_ratio:g}")
         for scale in (self.style_scale,) if isinstance(self.style_scale, (int, float)) else self.style_scale:
@@ -215,7 +224,7 @@ class Config:
 KERAS_PRESET = dict(
     content_weight=2.5e-8, style_weight=1e-6, tv_weight=1e-6, tv_chroma_weight=0.0,
     content_layers=("relu5_2",),
-    style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+    style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), style_layer_decay=1.0,
     loss_form="keras", size=400, size_rows=True, resample="nearest",
     optimizer="sgd", iterations=4000, scales=1, learning_rate=100.0, lr_decay=0.96, lr_decay_steps=100,
     clamp=False, init="content", style_strength=1.0, noise_ratio=0.0, pooling="max", precision="float32",

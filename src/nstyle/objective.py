@@ -18,7 +18,7 @@ import torch
 
 from . import losses
 from .config import Config
-from .network import Backbone, resolve_layer
+from .network import Backbone, BackboneSpec, resolve_layer
 
 @dataclass(frozen=True)
 class Term:
@@ -113,6 +113,7 @@ class Objective:
         self.style_layers = [resolve_layer(n, spec) for n in config.style_layers]
         self.content_weight = config.content_weight / max(1, len(self.content_layers))
         self.style_weight = config.style_weight / max(1, len(self.style_layers))
+        self.layer_weights = style_layer_weights(self.style_layers, spec, config.style_layer_decay)
         self.tv_weight = config.tv_weight
         self.tv_chroma_weight = config.tv_chroma_weight
         total = sum(style_weights)
@@ -178,9 +179,9 @@ class Objective:
             def distance(f, target, mask=None):
                 return losses.style_distance(f, target, self.kind, mask)
         if self.layer_masks is None:
-            style = sum((distance(feats[n], t) for n, t in self.style_targets.items()), zero)
+            style = sum((self.layer_weights[n] * distance(feats[n], t) for n, t in self.style_targets.items()), zero)
         else:
-            style = sum((w * distance(feats[n], targets[n], masks[n])
+            style = sum((w * self.layer_weights[n] * distance(feats[n], targets[n], masks[n])
                          for w, targets, masks in zip(self.blend, self.style_targets, self.layer_masks)
                          for n in self.style_layers), zero)
         tv = self.tv_weight * losses.tv_loss(pixels, self.form) if self.tv_weight else zero
@@ -190,6 +191,23 @@ class Objective:
         for term in self.extra:
             terms[term.name] = term.weight * term.fn(pixels, feats)
         return sum(terms.values(), zero), terms
+
+
+def style_layer_weights(layers: Sequence[str], spec: BackboneSpec, decay: float) -> dict[str, float]:
+    """The style layers' weights w_l (Gatys, Ecker and Bethge 2015, eq. 5) by layer name:
+    ``decay ** k`` for the k-th shallowest of the distinct ``layers`` (resolved names of
+    ``spec``), scaled to a mean of 1, so that the style weight keeps its meaning. ``decay``
+    1 gives exactly 1 each.
+
+    >>> from nstyle.network import BACKBONES
+    >>> style_layer_weights(["relu2_1", "relu1_1"], BACKBONES["vgg19"], 0.5)  # 2/3 * (0.5, 1)
+    {'relu2_1': 0.6666666666666666, 'relu1_1': 1.3333333333333333}
+    """
+    order = sorted(set(layers), key=spec.names.index)
+    raw = [decay ** k for k in range(len(order))]
+    total = sum(raw)
+    weights = {n: w * len(raw) / total for n, w in zip(order, raw)}
+    return {n: weights[n] for n in layers}
 
 
 def features_in(net: Backbone, pixels: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
