@@ -128,7 +128,7 @@ def network_rate(net, hw, dtype) -> float:
 # The defaults before issue 8 (CRAFT network, the photo as the start, the painting's full
 # statistics), to put the new defaults' cost beside.
 BEFORE_ISSUE_8 = dict(model="vgg16bn-craft", init="content", style_strength=1.0, content_weight=1.0, tv_chroma_weight=0,
-                      content_layers=("relu4_2",), min_size=128)
+                      content_layers=("relu4_2",), min_size=128, style_layer_decay=1.0)
 
 
 def good(args, label: str = "default settings", **changes) -> dict:
