@@ -68,8 +68,12 @@ class VideoOptions:
     # 2.10 and 33.3 at 3e4. Above 3e4 the frames keep the previous one's strokes at the cost
     # of their own (at 1e6 the style term was 6x the per-frame run's and the clip visibly
     # blurred as warps compound). With nstyle's relative terms and the loss in [0, 1] units,
-    # the paper's weights do not carry over.
-    temporal_weight: float = 3e4
+    # the paper's weights do not carry over. 5e4 since the style layers lean toward the
+    # shallow ones (Config.style_layer_decay 0.5), whose fine texture flickers more: on 24
+    # frames at 256 px, 30 iterations a frame, the pan and zoom's error was 4.55/255 (2.96x
+    # below per-frame painting's 13.46) and style 47.2 at 3e4, 4.20 (3.2x) and 49.1 at 5e4;
+    # the still camera's 1.27 and 42, 1.03 and 43.
+    temporal_weight: float = 5e4
     long_term: bool = False             # also tie each frame to the frames 2 and 4 back
     start: float = 0.0                  # seconds into the clip where painting starts
     duration: float | None = None       # seconds painted (None: to the end)
