@@ -25,8 +25,9 @@ def test_same_losses_as_before_the_engine():
     # The engine split (commit 7b7398f, 2 threads) was checked to change nothing a run
     # computes; the objective is pinned here so that later default changes do not move the
     # reference: the photo as start, the paper's content layer and weight, full strength, no
-    # colour total variation, equal style layer weights. These numbers were measured at commit d09f33a (before the
-    # palette start became a distribution transfer) and are unchanged since. To 4
+    # colour total variation, equal style layer weights. These numbers were measured at
+    # commit d09f33a (before the palette start became a distribution transfer) and are
+    # unchanged since. To 4
     # significant digits: the thread count changes the summation order and L-BFGS amplifies
     # it from step to step, so only 6 steps.
     record = []
