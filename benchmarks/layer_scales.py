@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nstyle import load_image
+from nstyle import load_image, losses
 from nstyle.weights import choose_weights, load_backbone
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -32,9 +32,7 @@ def mean_square_gram(features: torch.Tensor) -> float:
     >>> mean_square_gram(torch.ones(1, 2, 1, 2))  # every entry 2 / (2 * 1 * 2) = 0.5
     0.25
     """
-    _, c, h, w = features.shape
-    f = features.reshape(c, h * w)
-    return float((f @ f.T / (c * h * w)).pow(2).mean())
+    return float((losses.gram(features) / features.shape[1]).pow(2).mean())  # gram: over H*W
 
 
 def main() -> None:
