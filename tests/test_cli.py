@@ -700,3 +700,16 @@ def test_style_layer_decay_option_reaches_the_config():
     assert config_from_args(args).style_layer_decay == Config().style_layer_decay
     args = build_parser().parse_args(["p.jpg", "s.jpg", "-o", "o.png", "--preset", "keras"])
     assert config_from_args(args).style_layer_decay == 1.0
+
+
+def test_palette_layout_option_reaches_the_config_and_a_bad_one_is_one_line(tmp_path, capsys):
+    args = cli.build_parser().parse_args(["p.jpg", "s.jpg", "-o", "o.png", "--palette-layout", "1.5"])
+    assert cli.config_from_args(args).palette_layout == 1.5
+    args = cli.build_parser().parse_args(["p.jpg", "s.jpg", "-o", "o.png"])
+    assert cli.config_from_args(args).palette_layout == 0.0
+    out = tmp_path / "o.png"
+    code = cli.main([str(tmp_path / "p.jpg"), str(tmp_path / "s.jpg"), "-o", str(out),
+                     "--palette-layout", "1", "--init", "content"])
+    err = capsys.readouterr().err
+    assert code != 0 and "palette layout" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -85,13 +85,17 @@ def test_palette_start_moves_the_photo_toward_the_painting():
     painting = torch.zeros(3, 16, 16)
     painting[0] = 0.8  # orange-red ground with some variation
     painting[1] = 0.3 + 0.1 * torch.rand(16, 16, generator=torch.Generator().manual_seed(3))
-    starts = [_palette_start(photo, [painting], [1.0], Config(init="palette", style_strength=s)) for s in (0, 0.5, 1)]
+    starts = [_palette_start(photo, [painting], [1.0], Config(init="palette", style_strength=s), (16, 16))
+              for s in (0, 0.5, 1)]
     assert torch.equal(starts[0], photo)
     red = [float(s[0].mean() - s[2].mean()) for s in starts]
     assert red[0] < red[1] < red[2] and red[2] > 0.6  # monotone in the strength, reaching the painting's
     # with --preserve-colors the photo's colours are the point: the photo is the start
-    kept = _palette_start(photo, [painting], [1.0], Config(init="palette", preserve_colors="luminance"))
+    kept = _palette_start(photo, [painting], [1.0], Config(init="palette", preserve_colors="luminance"), (16, 16))
     assert torch.equal(kept, photo)
+    # with a layout it is made at the first scale's size, where it is used
+    placed = _palette_start(photo, [painting], [1.0], Config(init="palette", palette_layout=1.0), (8, 12))
+    assert placed.shape == (3, 8, 12) and float(placed[0].mean() - placed[2].mean()) > 0.6
 
 
 def _sorted_projection(pixels: torch.Tensor, direction: torch.Tensor, levels: int = 64) -> torch.Tensor:
@@ -159,3 +163,45 @@ def test_pixel_sample_takes_each_image_by_its_weight():
     assert sample.shape == (3, 1000) and sample.dtype == torch.float32
     assert float(sample.mean()) == pytest.approx(0.25)
     assert torch.equal(sample, color.pixel_sample([black, white], [3.0, 1.0], count=1000))
+
+
+def test_places_by_hand():
+    assert torch.equal(color.places(2, 3), torch.tensor([[0.0, 0.5, 1.0, 0.0, 0.5, 1.0],
+                                                         [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]]))
+    assert torch.equal(color.places(1, 1), torch.tensor([[0.5], [0.5]]))
+
+
+def test_pixel_sample_with_places_draws_the_same_pixels_and_says_where():
+    # A painting whose red channel is its column and green its row: each drawn pixel's place
+    # must read back its own colour, and the colours are those drawn without places.
+    h, w = 5, 9
+    ys, xs = torch.meshgrid(torch.arange(h) / (h - 1), torch.arange(w) / (w - 1), indexing="ij")
+    painting = torch.stack([xs, ys, torch.zeros(h, w)])
+    sample = color.pixel_sample([painting], [1.0], count=200, with_places=True)
+    assert sample.shape == (5, 200)
+    assert torch.allclose(sample[3], sample[0]) and torch.allclose(sample[4], sample[1])
+    assert torch.equal(sample[:3], color.pixel_sample([painting], [1.0], count=200))
+
+
+@pytest.mark.parametrize("side", [40, 300])  # the whole image, and more pixels than the maps are fitted on
+def test_transfer_distribution_with_layout_puts_colours_where_the_painting_has_them(side):
+    # A flat grey photo onto a painting red in its left half and blue in its right: by colour
+    # order alone every pixel takes the same colour; with a layout the photo's left half turns
+    # red and its right half blue.
+    photo = torch.full((3, side, side), 0.5)
+    painting = torch.zeros(3, 20, 20)
+    painting[0, :, :10] = 0.9
+    painting[2, :, 10:] = 0.9
+    target = color.pixel_sample([painting], [1.0], with_places=True)
+    plain = color.transfer_distribution(photo, target)
+    assert float(plain.reshape(3, -1).std(1).max()) < 0.01
+    placed = color.transfer_distribution(photo, target, layout=4.0)
+    left, right = placed[:, :, : side // 4].mean((1, 2)), placed[:, :, -side // 4:].mean((1, 2))
+    assert float(left[0]) > 0.7 and float(left[2]) < 0.2
+    assert float(right[2]) > 0.7 and float(right[0]) < 0.2
+    assert torch.equal(placed, color.transfer_distribution(photo, target, layout=4.0))   # deterministic
+
+
+def test_transfer_distribution_layout_needs_the_targets_places():
+    with pytest.raises(ValueError, match="places"):
+        color.transfer_distribution(torch.rand(3, 8, 8), torch.rand(3, 100), layout=1.0)

@@ -115,6 +115,10 @@ def build_parser(video: bool = False, batch: bool = False) -> argparse.ArgumentP
         g.add_argument("--masks", nargs="+", metavar="MASK", help="one image per style: where in the photo it goes "
                        "(white: this style, gray: a blend, black: none; resized to the photo)")
     g.add_argument("--init", choices=INITS, help=f"initial image (default: {D.init})")
+    g.add_argument("--palette-layout", type=_float, metavar="L",
+                   help="with the palette start: how much a pixel's place decides its colour; 0 by the photo's own "
+                        "colour order, 1-2 the painting's colours where the painting has them (its sky's colours "
+                        f"in the photo's sky), at most 10 (default: {D.palette_layout:g})")
     g.add_argument("--noise-ratio", type=_float, help=f"blend noise into the initial image, 0-1 (default: {D.noise_ratio:g})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {D.optimizer})")
@@ -166,7 +170,7 @@ _CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "tv_chroma_wei
                    "style_scale", "style_weights", "init", "noise_ratio", "optimizer", "iterations",
                    "learning_rate", "line_search", "seed", "model", "weights", "pooling", "device",
                    "scales", "min_size", "tile_size", "tolerance", "precision", "preserve_colors",
-                   "style_strength", "style_loss", "style_layer_decay")
+                   "style_strength", "style_loss", "style_layer_decay", "palette_layout")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -110,15 +110,32 @@ _LUT_SIDE = 33
 _OPPONENT = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0, 1.0], [1.0, -1.0, 0.0], [1.0, 1.0, -2.0]]), dim=1).T
 
 
+def places(height: int, width: int) -> torch.Tensor:
+    """Each pixel's place (2, height * width), row-major: x then y, each 0 at the left or top
+    edge and 1 at the right or bottom one (0.5 for a single column or row)."""
+    def axis(n: int) -> torch.Tensor:
+        return torch.linspace(0, 1, n) if n > 1 else torch.full((1,), 0.5)
+    y, x = torch.meshgrid(axis(height), axis(width), indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1)])
+
+
 def pixel_sample(images: list[torch.Tensor], weights: list[float], count: int = _TRANSFER_SAMPLE,
-                 seed: int = 0) -> torch.Tensor:
+                 seed: int = 0, with_places: bool = False) -> torch.Tensor:
     """``count`` RGB pixels (3, count) of the mixture of ``images``: image k gives a share
-    weights[k] / sum(weights), drawn uniformly with a fixed seed (float32)."""
+    weights[k] / sum(weights), drawn uniformly with a fixed seed (float32). With
+    ``with_places``, (5, count): each pixel's place in its own image below its colour
+    (``places``), the same pixels drawn."""
     g = torch.Generator().manual_seed(seed)
     total = sum(weights)
     shares = [round(count * w / total) for w in weights]
-    parts = [im.reshape(3, -1)[:, torch.randint(im.shape[-2] * im.shape[-1], (n,), generator=g)]
-             for im, n in zip(images, shares) if n > 0]
+    parts = []
+    for im, n in zip(images, shares):
+        if n > 0:
+            drawn = torch.randint(im.shape[-2] * im.shape[-1], (n,), generator=g)
+            part = im.reshape(3, -1)[:, drawn].float()
+            if with_places:
+                part = torch.cat([part, places(*im.shape[-2:])[:, drawn]])
+            parts.append(part)
     return torch.cat(parts, 1).float()
 
 
@@ -129,7 +146,7 @@ def _step(pixels: torch.Tensor, basis: torch.Tensor, source_q: torch.Tensor, tar
 
 
 def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations: int = TRANSFER_ITERATIONS,
-                          levels: int = TRANSFER_LEVELS, seed: int = 0) -> torch.Tensor:
+                          levels: int = TRANSFER_LEVELS, seed: int = 0, layout: float = 0.0) -> torch.Tensor:
     """The image (3, H, W) with its colours moved onto the distribution of ``target`` pixels
     (3, N), in [0, 1]: Pitié, Kokaram and Dahyot 2005, "N-Dimensional Probability Density
     Function Transfer and its Application to Colour Transfer" (ICCV), iterative distribution
@@ -152,6 +169,16 @@ def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations:
     33^3 lookup table of it, trilinearly: a 12-megapixel photo in about a second, where
     mapping every pixel took 23 s.
 
+    ``layout`` > 0 (ours) adds each pixel's place to its colour: the transfer runs on
+    (R, G, B, layout * x, layout * y), the target carrying its pixels' places too (5 rows,
+    ``pixel_sample(..., with_places=True)``), and only the colour is kept. The photo's
+    pixels then take the colours the painting has near the same place: under The Scream the
+    top of a photo's sky turns toward the painting's orange sky instead of the grey-green that
+    its brightness rank gives it. It is a prior on layout (sky above, ground below), so it
+    also carries, for instance, a portrait's dark hair into a photo's sky (README, "Where
+    the colours go"). The map then depends on place, so every pixel goes through it (no
+    lookup table): 2.2 s an iteration at 12 megapixels.
+
     >>> ramp = torch.linspace(0, 1, 64).expand(3, 1, 64)
     >>> out = transfer_distribution(ramp, torch.full((3, 100), 0.5))
     >>> round(float(out.sub(0.5).abs().max()), 3)
@@ -159,23 +186,40 @@ def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations:
     """
     g = torch.Generator().manual_seed(seed)
     pixels = image.reshape(3, -1).float()
-    count = pixels.shape[1]
+    t = target.reshape(target.shape[0], -1).float()
+    if layout:
+        if t.shape[0] != 5:
+            raise ValueError("a layout needs the target's places: pixel_sample(..., with_places=True)")
+        pixels = torch.cat([pixels, layout * places(*image.shape[-2:])])
+        t = torch.cat([t[:3], layout * t[3:]])
+    else:
+        t = t[:3]
+    dims, count = pixels.shape
     whole = count <= _TRANSFER_SAMPLE
     x = pixels if whole else pixels[:, torch.randint(count, (_TRANSFER_SAMPLE,), generator=g)]
-    t = target.reshape(3, -1).float()
     if t.shape[1] > _TRANSFER_SAMPLE:
         t = t[:, torch.randint(t.shape[1], (_TRANSFER_SAMPLE,), generator=g)]
     q = torch.linspace(0, 1, levels)
     strictly = torch.arange(levels, dtype=torch.float32) * 1e-7  # xp must increase for searchsorted
+    first = torch.eye(dims)
+    first[:3, :3] = _OPPONENT  # with a layout, the places' own axes first (a near-identity map)
     maps = []
     for i in range(iterations):
-        basis = _OPPONENT if i == 0 else torch.linalg.qr(torch.randn(3, 3, generator=g))[0]
+        basis = first if i == 0 else torch.linalg.qr(torch.randn(dims, dims, generator=g))[0]
         source_q = torch.quantile(basis.T @ x, q, dim=1).T + strictly
         target_q = torch.quantile(basis.T @ t, q, dim=1).T
         maps.append((basis, source_q, target_q))
         x = _step(x, basis, source_q, target_q)
     if whole:
-        return x.reshape(image.shape).clamp(0, 1).to(image.dtype)
+        return x[:3].reshape(image.shape).clamp(0, 1).to(image.dtype)
+    if layout:
+        out = torch.empty(3, count)
+        for start in range(0, count, 1 << 20):
+            chunk = pixels[:, start:start + (1 << 20)]
+            for basis, source_q, target_q in maps:
+                chunk = _step(chunk, basis, source_q, target_q)
+            out[:, start:start + chunk.shape[1]] = chunk[:3]
+        return out.reshape(image.shape).clamp(0, 1).to(image.dtype)
     axis = torch.linspace(0, 1, _LUT_SIDE)
     b, gr, r = torch.meshgrid(axis, axis, axis, indexing="ij")  # grid_sample reads (x, y, z) = (r, g, b)
     lut = torch.stack([r, gr, b]).reshape(3, -1)

@@ -183,7 +183,7 @@ class Stylizer:
         if init_img is not None:
             recoloured = init_img
         elif config.init == "palette":
-            recoloured = _palette_start(content_img, style_imgs, weights, config)
+            recoloured = _palette_start(content_img, style_imgs, weights, config, run_plan.sizes[0])
         else:
             recoloured = content_img
         if extra_terms and any(run_plan.grids):
@@ -254,7 +254,7 @@ def stylize(content, styles, config: Config | None = None,
 
 
 def _palette_start(content: torch.Tensor, styles: list[torch.Tensor], weights: list[float],
-                   config: Config) -> torch.Tensor:
+                   config: Config, first_hw: tuple[int, int]) -> torch.Tensor:
     """init='palette': the photo with its colours moved toward the paintings' (ours).
 
     Starting from the photo, a Gram-type style loss leaves large flat areas in the photo's
@@ -267,11 +267,18 @@ def _palette_start(content: torch.Tensor, styles: list[torch.Tensor], weights: l
     covariance (Gatys et al. 2016, section 2.1), used before, could not do that: under
     The Scream a blue sky became grey-blue, not orange. With --preserve-colors the photo's
     colours are the point, so the photo is the start.
+
+    With ``palette_layout`` the colours also follow their place in the picture; that map
+    takes every pixel through it (no colour lookup table), so it runs on the photo at the
+    first scale's size ``first_hw``, the only size the start is used at.
     """
     if config.preserve_colors != "none":
         return content
-    recoloured = color.transfer_distribution(content, color.pixel_sample(styles, weights, seed=config.seed),
-                                             seed=config.seed)
+    layout = config.palette_layout
+    if layout:
+        content = resize(content, first_hw, config.resample)
+    target = color.pixel_sample(styles, weights, seed=config.seed, with_places=bool(layout))
+    recoloured = color.transfer_distribution(content, target, seed=config.seed, layout=layout)
     return content + config.style_strength * (recoloured - content)
 
 
