@@ -104,6 +104,7 @@ TRANSFER_ITERATIONS = 10
 TRANSFER_LEVELS = 256
 _TRANSFER_SAMPLE = 1 << 16
 _LUT_SIDE = 33
+LAYOUT_REFINE = 3
 # The first iteration's axes (ours): brightness (R+G+B) and two colour-opponent axes, so the
 # photo's pixels take the painting's brightness in their own order before any colour axis
 # mixes in; the random rotations refine from there.
@@ -171,7 +172,8 @@ def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations:
 
     ``layout`` > 0 (ours) adds each pixel's place to its colour: the transfer runs on
     (R, G, B, layout * x, layout * y), the target carrying its pixels' places too (5 rows,
-    ``pixel_sample(..., with_places=True)``), and only the colour is kept. The photo's
+    ``pixel_sample(..., with_places=True)``), then ``LAYOUT_REFINE`` iterations on colour
+    alone, and only the colour is kept. The photo's
     pixels then take the colours the painting has near the same place: under The Scream the
     top of a photo's sky turns toward the painting's orange sky instead of the grey-green that
     its brightness rank gives it. It is a prior on layout (sky above, ground below), so it
@@ -204,12 +206,20 @@ def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations:
     first = torch.eye(dims)
     first[:3, :3] = _OPPONENT  # with a layout, the places' own axes first (a near-identity map)
     maps = []
-    for i in range(iterations):
-        basis = first if i == 0 else torch.linalg.qr(torch.randn(dims, dims, generator=g))[0]
-        source_q = torch.quantile(basis.T @ x, q, dim=1).T + strictly
-        target_q = torch.quantile(basis.T @ t, q, dim=1).T
+    # With a layout, LAYOUT_REFINE more iterations on colour alone (the first again along
+    # brightness) bring the colours onto the painting's: ten in five dimensions leave them
+    # off it (on the 30 pairs' starts at 256 px, a median colour distance of 2.81 against
+    # 1.11 without a layout; 1.26 after three more, which keep the placement).
+    plan = [dims] * iterations + ([3] * LAYOUT_REFINE if layout else [])
+    for i, rows in enumerate(plan):
+        if i in (0, iterations):
+            basis = first[:rows, :rows]
+        else:
+            basis = torch.linalg.qr(torch.randn(rows, rows, generator=g))[0]
+        source_q = torch.quantile(basis.T @ x[:rows], q, dim=1).T + strictly
+        target_q = torch.quantile(basis.T @ t[:rows], q, dim=1).T
         maps.append((basis, source_q, target_q))
-        x = _step(x, basis, source_q, target_q)
+        x = torch.cat([_step(x[:rows], basis, source_q, target_q), x[rows:]])
     if whole:
         return x[:3].reshape(image.shape).clamp(0, 1).to(image.dtype)
     if layout:
@@ -217,7 +227,8 @@ def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations:
         for start in range(0, count, 1 << 20):
             chunk = pixels[:, start:start + (1 << 20)]
             for basis, source_q, target_q in maps:
-                chunk = _step(chunk, basis, source_q, target_q)
+                rows = basis.shape[0]
+                chunk = torch.cat([_step(chunk[:rows], basis, source_q, target_q), chunk[rows:]])
             out[:, start:start + chunk.shape[1]] = chunk[:3]
         return out.reshape(image.shape).clamp(0, 1).to(image.dtype)
     axis = torch.linspace(0, 1, _LUT_SIDE)
