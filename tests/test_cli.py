@@ -706,10 +706,9 @@ def test_palette_layout_option_reaches_the_config_and_a_bad_one_is_one_line(tmp_
     args = cli.build_parser().parse_args(["p.jpg", "s.jpg", "-o", "o.png", "--palette-layout", "1.5"])
     assert cli.config_from_args(args).palette_layout == 1.5
     args = cli.build_parser().parse_args(["p.jpg", "s.jpg", "-o", "o.png"])
-    assert cli.config_from_args(args).palette_layout == 0.0
+    assert cli.config_from_args(args).palette_layout == 2.0
     out = tmp_path / "o.png"
-    code = cli.main([str(tmp_path / "p.jpg"), str(tmp_path / "s.jpg"), "-o", str(out),
-                     "--palette-layout", "1", "--init", "content"])
+    code = cli.main([str(tmp_path / "p.jpg"), str(tmp_path / "s.jpg"), "-o", str(out), "--palette-layout", "-1"])
     err = capsys.readouterr().err
     assert code != 0 and "palette layout" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()

@@ -205,8 +205,7 @@ def test_keras_preset_fields():
     dict(optimizer="bfgs"), dict(style_scale=0.0), dict(content_weight=float("nan")),
     dict(style_weights=(0.0, 0.0)), dict(learning_rate=0.0), dict(style_layer_decay=-0.5), dict(style_layer_decay=1e100),
     dict(loss_form="keras", tv_chroma_weight=0.0, style_layer_decay=0.5),
-    dict(palette_layout=-1.0), dict(palette_layout=11.0), dict(palette_layout=1.0, init="content"),
-    dict(palette_layout=1.0, preserve_colors="luminance"),
+    dict(palette_layout=-1.0), dict(palette_layout=11.0), dict(palette_layout=float("inf")),
 ])
 def test_config_refuses(bad):
     with pytest.raises(ConfigError):

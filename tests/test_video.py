@@ -19,7 +19,7 @@ av = pytest.importorskip("av", reason="the video extra: pip install 'nstyle[vide
 pytest.importorskip("cv2", reason="the video extra: pip install 'nstyle[video]'")
 
 from conftest import tiny, write_image  # noqa: E402
-from nstyle import Config, color, losses, video  # noqa: E402
+from nstyle import Config, color, losses, stylize, video  # noqa: E402
 from nstyle.video import (VideoOptions, consistency_mask, long_term_masks, optical_flow, probe,  # noqa: E402
                           stylize_video, warp)
 from test_cli import assert_one_error_line, cli_env, describe, run_main  # noqa: E402
@@ -256,6 +256,19 @@ def test_the_temporal_loss_holds_frames_to_the_previous_one(random_network):
         return float((mask * (out[2] - warp(out[1], flow_b)).abs()).mean())
 
     assert error(2e6) < error(0.0) / 3  # the frame drifts from its warped start without it
+
+
+def test_video_hands_out_colours_by_order_whatever_the_palette_layout(random_network):
+    # A placement tied to the frame drifts the colours over a clip (video.stylize_video): the
+    # video paints as with palette_layout 0, while a single picture does not.
+    frames = [torch.from_numpy(texture(i)).permute(2, 0, 1).float()[:, ::2, ::2] / 255 for i in range(2)]
+    painting = tiny(1, 48, 40)
+    config = Config(size=48, iterations=2, scales=1, model="vgg16bn-craft")
+    options = VideoOptions(frame_iterations=2)
+    placed, ordered = (list(stylize_video(frames, [painting], config.replace(palette_layout=layout), options=options))
+                       for layout in (2.0, 0.0))
+    assert all(torch.equal(a, b) for a, b in zip(placed, ordered))
+    assert not torch.equal(stylize(frames[0], [painting], config), stylize(frames[0], [painting], config.replace(palette_layout=0.0)))
 
 
 # --- bad videos ----------------------------------------------------------------------

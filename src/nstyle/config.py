@@ -68,9 +68,11 @@ class Config:
     # onto the painting's, Pitie et al. 2005, style_strength of the way; color.transfer_distribution).
     init: str = "palette"
     # How much a pixel's place in the picture decides its colour in the palette start (ours;
-    # color.transfer_distribution's layout): 0 by the photo's colour order alone; 1-2 the
-    # painting's colours where the painting has them (its sky's in the photo's sky). At most 10.
-    palette_layout: float = 0.0
+    # color.transfer_distribution's layout): 0 by the photo's colour order alone; 2 the
+    # painting's colours where the painting has them (The Scream's orange sky in the photo's
+    # sky, Picasso's ochre ground around a portrait; README, Quality). At most 10; only the
+    # palette start uses it.
+    palette_layout: float = 2.0
     noise_ratio: float = 0.0               # blend of uniform noise (+-20 units) into the initial image
     # --- the optimisation ---
     optimizer: str = "lbfgs"               # lbfgs, adam or sgd
@@ -133,9 +135,6 @@ class Config:
         _number("palette_layout", self.palette_layout, lo=0.0)
         if self.palette_layout > 10:
             raise ConfigError(f"palette layout must be between 0 and 10, not {self.palette_layout:g}")
-        if self.palette_layout and (self.init != "palette" or self.preserve_colors != "none"):
-            raise ConfigError("palette layout places the painting's colours in the palette start: it needs "
-                              "init 'palette' and no colour preservation")
         if self.style_layer_decay > 100:
             raise ConfigError(f"style layer decay must be between 0 and 100, not {self.style_layer_decay:g}")
         if self.noise_ratio > 1:

@@ -65,7 +65,7 @@ def _as_image(x, what: str) -> torch.Tensor:
     if t.shape[1] == 0 or t.shape[2] == 0:
         raise ConfigError(f"{what} is empty: {tuple(t.shape)}")
     if t.dtype == torch.uint8:
-        return t.float() / 255.0
+        return (t.float() / 255.0).contiguous()
     if not t.is_floating_point():
         raise ConfigError(f"{what} must be a float tensor in [0, 1] or a uint8 one, not {t.dtype}")
     t = t.float()
@@ -75,7 +75,9 @@ def _as_image(x, what: str) -> torch.Tensor:
     if lo < -1e-3 or hi > 1 + 1e-3:
         hint = " (divide 0-255 values by 255)" if hi <= 255 + 1e-3 and lo >= -1e-3 else ""
         raise ConfigError(f"{what} must have values in [0, 1], not {lo:.4g} to {hi:.4g}{hint}")
-    return t.clamp(0.0, 1.0)
+    # contiguous: a strided view (frame[:, ::2, ::2]) kept its strides through the palette
+    # start's arithmetic, and L-BFGS could not flatten the gradient (a RuntimeError)
+    return t.clamp(0.0, 1.0).contiguous()
 
 
 class Stylizer:
