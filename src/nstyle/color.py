@@ -173,13 +173,13 @@ def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations:
     ``layout`` > 0 (ours) adds each pixel's place to its colour: the transfer runs on
     (R, G, B, layout * x, layout * y), the target carrying its pixels' places too (5 rows,
     ``pixel_sample(..., with_places=True)``), then ``LAYOUT_REFINE`` iterations on colour
-    alone, and only the colour is kept. The photo's
-    pixels then take the colours the painting has near the same place: under The Scream the
-    top of a photo's sky turns toward the painting's orange sky instead of the grey-green that
-    its brightness rank gives it. It is a prior on layout (sky above, ground below), so it
-    also carries, for instance, a portrait's dark hair into a photo's sky (README, "Where
-    the colours go"). The map then depends on place, so every pixel goes through it (no
-    lookup table): 2.2 s an iteration at 12 megapixels.
+    alone, and only the colour is kept. The photo's pixels then take the colours the
+    painting has near the same place: under The Scream the top of a photo's sky turns toward
+    the painting's orange sky instead of the grey-green that its brightness rank gives it. It
+    is a prior on layout (sky above, ground below), so it also carries, for instance,
+    Turner's bright centre into a glow in a photo's sky (README, "How nstyle differs"). The
+    map then depends on place, so every pixel goes through it (no lookup table): 2.2 s an
+    iteration at 12 megapixels.
 
     >>> ramp = torch.linspace(0, 1, 64).expand(3, 1, 64)
     >>> out = transfer_distribution(ramp, torch.full((3, 100), 0.5))
