@@ -115,7 +115,9 @@ def build_parser(video: bool = False, batch: bool = False) -> argparse.ArgumentP
         g.add_argument("--masks", nargs="+", metavar="MASK", help="one image per style: where in the photo it goes "
                        "(white: this style, gray: a blend, black: none; resized to the photo)")
     g.add_argument("--init", choices=INITS, help=f"initial image (default: {D.init})")
-    if not video:  # video hands out colours by order (video.stylize_video)
+    if video:  # video hands out colours by order (video.stylize_video)
+        p.set_defaults(palette_layout=None)
+    else:
         g.add_argument("--palette-layout", type=_float, metavar="L",
                        help="with the palette start: how much a pixel's place decides its colour; 0 by the photo's own "
                             "colour order (brightness to brightness), 2 the painting's colours where the painting has "
@@ -176,7 +178,7 @@ _CONFIG_OPTIONS = ("content_weight", "style_weight", "tv_weight", "tv_chroma_wei
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    given = {k: getattr(args, k) for k in _CONFIG_OPTIONS if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in _CONFIG_OPTIONS if getattr(args, k) is not None}
     for k in ("content_layers", "style_layers", "style_weights", "iterations", "style_scale"):
         if k in given:
             given[k] = tuple(given[k])

@@ -137,13 +137,17 @@ def pixel_sample(images: list[torch.Tensor], weights: list[float], count: int = 
             if with_places:
                 part = torch.cat([part, places(*im.shape[-2:])[:, drawn]])
             parts.append(part)
-    return torch.cat(parts, 1).float()
+    return torch.cat(parts, 1)
 
 
 def _step(pixels: torch.Tensor, basis: torch.Tensor, source_q: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
-    """One iteration's map: along each axis of ``basis``, source quantiles onto target's."""
-    projected = basis.T @ pixels
-    return pixels + basis @ (interp(projected, source_q, target_q) - projected)
+    """One iteration's map: along each axis of ``basis``, source quantiles onto target's.
+    A basis with fewer dimensions than ``pixels`` has rows maps only the leading rows (the
+    colour) and leaves the others (the places) as they are."""
+    rows = basis.shape[0]
+    projected = basis.T @ pixels[:rows]
+    moved = pixels[:rows] + basis @ (interp(projected, source_q, target_q) - projected)
+    return moved if rows == pixels.shape[0] else torch.cat([moved, pixels[rows:]])
 
 
 def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations: int = TRANSFER_ITERATIONS,
@@ -219,7 +223,7 @@ def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations:
         source_q = torch.quantile(basis.T @ x[:rows], q, dim=1).T + strictly
         target_q = torch.quantile(basis.T @ t[:rows], q, dim=1).T
         maps.append((basis, source_q, target_q))
-        x = torch.cat([_step(x[:rows], basis, source_q, target_q), x[rows:]])
+        x = _step(x, basis, source_q, target_q)
     if whole:
         return x[:3].reshape(image.shape).clamp(0, 1).to(image.dtype)
     if layout:
@@ -227,8 +231,7 @@ def transfer_distribution(image: torch.Tensor, target: torch.Tensor, iterations:
         for start in range(0, count, 1 << 20):
             chunk = pixels[:, start:start + (1 << 20)]
             for basis, source_q, target_q in maps:
-                rows = basis.shape[0]
-                chunk = torch.cat([_step(chunk[:rows], basis, source_q, target_q), chunk[rows:]])
+                chunk = _step(chunk, basis, source_q, target_q)
             out[:, start:start + chunk.shape[1]] = chunk[:3]
         return out.reshape(image.shape).clamp(0, 1).to(image.dtype)
     axis = torch.linspace(0, 1, _LUT_SIDE)
