@@ -90,6 +90,15 @@ class LiveServer:
         self.thread.join(30)
         assert not self.thread.is_alive(), "the server did not stop"
 
+    def settle(self, timeout: float = 60) -> None:
+        """Stop whatever a test left running or queued and wait until it has ended, so that
+        one failed test cannot keep the next ones waiting behind a long run."""
+        left = [r["id"] for r in self.client.get("/api/runs").json() if r["status"] in ("queued", "running")]
+        for run_id in left:
+            self.client.post(f"/api/runs/{run_id}/stop")  # 409 where it ended meanwhile
+        for run_id in left:
+            self.wait_status(run_id, timeout=timeout)
+
     def wait_status(self, run_id: str, statuses=("done", "stopped", "cancelled", "failed"), timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
         while True:

@@ -263,6 +263,14 @@ def test_queue_cancel_and_estimates(server, inputs):
     assert [q["position"] for q in state["queue"]] == [1, 2]
     assert server.client.post(f"/api/runs/{second['id']}/stop").json()["state"] == "cancelled"
     assert server.wait_status(second["id"])["status"] == "cancelled"
+    # A page learns of the new queue before the run's new status: once its history shows the
+    # run ended, its queue no longer lists it (a browser test read the two in between).
+    events.wait(lambda kind, d: kind == "run" and d["id"] == second["id"] and d["status"] == "cancelled")
+    with events._cond:
+        kinds = [(k, d) for k, d in events.items if k in ("queue", "run")]
+    ended = next(i for i, (k, d) in enumerate(kinds) if k == "run" and d["id"] == second["id"] and d["status"] == "cancelled")
+    before = [d for k, d in kinds[:ended] if k == "queue"]
+    assert before and second["id"] not in [q["id"] for q in before[-1]["queue"]]
     # (after its first iteration: stopped before it, a run has nothing to save and is cancelled)
     events.wait(lambda kind, d: kind == "progress" and d["run"] == first["id"])
     server.client.post(f"/api/runs/{first['id']}/stop")

@@ -138,7 +138,10 @@ class Page:
 def page(browser, server):
     p = Page(browser, server.url)
     yield p
-    p.close()
+    try:
+        p.close()
+    finally:
+        server.settle()
 
 
 def until(page, expression: str, arg=None, timeout: float = 60):

@@ -254,9 +254,9 @@ class Runner:
                     break
             else:
                 raise KeyError(run_id)
+            self._publish_queue()  # before the run's new status: a page that shows it ended no longer queues it
         self.publish("run", self.store.update_run(run_id, status="cancelled", finished=time.time(),
                                                   message=why or "cancelled before it started"))
-        self._publish_queue()
         return "cancelled"
 
     def preview(self, run_id: str) -> bytes | None:
@@ -279,7 +279,10 @@ class Runner:
             return {"running": live, "queue": queue}
 
     def _publish_queue(self) -> None:
-        self.publish("queue", self.active())
+        """Publish the queue as it is now. Under the lock, so that two threads' snapshots
+        reach the pages in the order they were taken: the last one a page gets is the newest."""
+        with self._lock:
+            self.publish("queue", self.active())
 
     # --- the runner's thread ----------------------------------------------------------
 
@@ -376,8 +379,8 @@ class Runner:
             write_views(output)
         record = self.store.update_run(live.id, status=status, message=message, finished=time.time(), result=result)
         self.live = None
-        self.publish("run", record)
         self._publish_queue()
+        self.publish("run", record)
 
     def _worker_died(self, worker: _Worker | None, killed: bool = False) -> None:
         """The worker is gone (or was killed): fail its job, start another."""
