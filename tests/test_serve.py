@@ -176,6 +176,7 @@ def test_unknown_ids_are_404(server):
     ({"iterations": [10, 0]}, "iterations", "iterations must be between 1 and 1000000, not 0"),
     ({"seed": -1}, "seed", "seed must be between 0 and"),
     ({"model": "vgg99"}, "model", "model must be one of auto, vgg19"),
+    ({"palette_layout": 11}, "palette_layout", "palette layout must be between 0 and 10, not 11"),
     ({"preserve_colors": "sepia"}, "preserve_colors", "preserve colors must be one of none, luminance, histogram"),
     ({"style_weights": [1, 2]}, "style_weights", "2 style weights for 1 style images"),
     ({"tv_weight": 3}, None, "unknown setting 'tv_weight'"),

@@ -284,6 +284,8 @@ def test_history_survives_a_restart_and_runs_again(browser, files, tmp_path):
     page = Page(browser, first.url)
     page.add_inputs(files, size=48)
     page.page.select_option("#preserve_colors", "luminance")
+    assert page.page.input_value("#palette_layout") == "2"  # the command line's default
+    page.page.fill("#palette_layout", "0")
     run_id = page.start()
     page.status(run_id, "done")
     page.close()
@@ -295,9 +297,13 @@ def test_history_survives_a_restart_and_runs_again(browser, files, tmp_path):
         card = f"#runs article[data-id='{run_id}']"
         p.wait_for_selector(f"{card}[data-status='done'] img[src*='/thumb.jpg']")
         assert "48 px" in p.inner_text(card) and "colours luminance" in p.inner_text(card)
+        assert "colour places 0" in p.inner_text(card)
+        (tmp_path / "first.png").write_bytes(second.client.get(f"/api/runs/{run_id}/output.png").content)
+        assert json.loads(read_png_text(tmp_path / "first.png")["nstyle"])["options"]["palette_layout"] == 0
         p.click(f"{card} button:has-text('Run again with changes')")
         p.wait_for_selector("#photo-img[src*='/api/uploads/']")
         assert p.input_value("#size") == "48" and p.input_value("#preserve_colors") == "luminance"
+        assert p.input_value("#palette_layout") == "0"
         assert p.query_selector_all("#style-list .painting") and "painting.png" in p.inner_text("#style-list")
         p.fill("#size", "40")
         again = page.start()

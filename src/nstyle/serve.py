@@ -55,9 +55,9 @@ WEB = Path(__file__).parent / "web"
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 EXAMPLES = {"tubingen.jpg": "photo", "starry_night.jpg": "painting", "the_scream.jpg": "painting"}
 # What the page sets, each a Config field: the same defaults and limits as the command line.
-SETTINGS = ("size", "style_strength", "preserve_colors", "style_scale", "style_weights", "model", "seed",
-            "iterations")
-FLOATS = ("style_strength", "style_scale", "style_weights")
+SETTINGS = ("size", "style_strength", "preserve_colors", "palette_layout", "style_scale", "style_weights", "model",
+            "seed", "iterations")
+FLOATS = ("style_strength", "palette_layout", "style_scale", "style_weights")
 MAX_STYLES = 8
 HEADERS = [(b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
             b"img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "

@@ -6,7 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"];
 const TERMS = { loss: "#222", content: "#2a7ab0", style: "#c0392b", tv: "#8e7cc3" };
-const FIELDS = ["size", "style_strength", "preserve_colors", "style_scale", "model", "seed", "iterations"];
+const FIELDS = ["size", "style_strength", "preserve_colors", "palette_layout", "style_scale", "model", "seed", "iterations"];
 
 const state = {
   options: null,
@@ -312,6 +312,7 @@ function settings() {
     size: value($("size").value),
     style_strength: value($("style_strength").value),
     preserve_colors: $("preserve_colors").value,
+    palette_layout: value($("palette_layout").value),
     style_scale: values($("style_scale").value),
     style_weights: weights.length > 1 && weights.some((w) => w !== 1) ? weights : null,
     model: $("model").value,
@@ -327,6 +328,7 @@ function fillSettings(s) {
   $("style_strength").value = text(s.style_strength ?? d.style_strength);
   $("strength-range").value = $("style_strength").value;
   $("preserve_colors").value = s.preserve_colors ?? d.preserve_colors;
+  $("palette_layout").value = text(s.palette_layout ?? d.palette_layout);
   $("style_scale").value = text(s.style_scale ?? d.style_scale);
   $("model").value = s.model ?? d.model;
   $("seed").value = text(s.seed ?? d.seed);
@@ -559,6 +561,7 @@ function summary(r) {
   const s = r.settings, out = r.result || {};
   const parts = [`${s.size} px`, `strength ${s.style_strength}`];
   if (s.preserve_colors !== "none") parts.push(`colours ${s.preserve_colors}`);
+  if (s.palette_layout !== undefined && s.palette_layout !== state.options.defaults.palette_layout) parts.push(`colour places ${s.palette_layout}`);
   if (String(s.style_scale) !== "1") parts.push(`scale ${[].concat(s.style_scale).join(" ")}`);
   if (s.style_weights) parts.push(`blend ${s.style_weights.join(" ")}`);
   if (r.inputs.masks) parts.push("masks");
