@@ -50,7 +50,8 @@ def main() -> None:
             page.click("button.example[title*='starry_night']")
             page.wait_for_selector("#style-list .painting")
             page.click("#start")
-            while "scale 3/3" not in page.inner_text("#status"):  # the last scale: the picture nearly there
+            # The last scale ("scale 2/2" with today's schedule): the picture nearly there.
+            while not re.search(r"scale (\d+)/\1\b", page.inner_text("#status")):
                 time.sleep(0.5)
             time.sleep(5)
             save(page, "serve_running.png")
