@@ -142,8 +142,8 @@ def pixel_sample(images: list[torch.Tensor], weights: list[float], count: int = 
 
 def _step(pixels: torch.Tensor, basis: torch.Tensor, source_q: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
     """One iteration's map: along each axis of ``basis``, source quantiles onto target's.
-    A basis with fewer dimensions than ``pixels`` has rows maps only the leading rows (the
-    colour) and leaves the others (the places) as they are."""
+    A basis with fewer rows than ``pixels`` maps only the leading rows (the colour) and
+    leaves the others (the places) as they are."""
     rows = basis.shape[0]
     projected = basis.T @ pixels[:rows]
     moved = pixels[:rows] + basis @ (interp(projected, source_q, target_q) - projected)
