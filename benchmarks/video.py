@@ -137,6 +137,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=24, help="at 12 fps: 24 frames is 2 s")
     p.add_argument("--iterations", type=int, default=VideoOptions.frame_iterations)
     p.add_argument("--first", type=int, nargs="+", default=None, help="the first frame's iterations per scale")
+    p.add_argument("--model", default="auto", help="the network (auto: as nstyle picks it)")
     p.add_argument("--style", default=str(ROOT / "examples" / "starry_night.jpg"))
     p.add_argument("--clip", choices=("pan", "still", "both"), default="both",
                    help="pan: the pan and zoom; still: the still camera with a moving object")
@@ -150,7 +151,7 @@ def main() -> None:
     args = p.parse_args()
     photo, style = load_image(ROOT / "examples" / "tubingen.jpg"), load_image(args.style)
     hw = working_size(*photo.shape[-2:], args.size)
-    config = Config(size=max(hw), iterations=tuple(args.first) if args.first else None)
+    config = Config(size=max(hw), model=args.model, iterations=tuple(args.first) if args.first else None)
     engine = Stylizer(config)
     clips = {}
     if args.clip in ("pan", "both"):
@@ -163,8 +164,9 @@ def main() -> None:
         for w in args.weights:
             for name, frames in clips.items():
                 painted, _, timings = run(frames, style, config, engine, VideoOptions(args.iterations, w), False)
+                extra = f", colour drift {drift(painted, hw):.2f}/255" if name == "moving object" else ""
                 print(f"temporal weight {w:g}, {name}: temporal error {temporal_error(frames, painted):.2f}/255,"
-                      f" style {final_style(timings, len(frames)):.3g}", flush=True)
+                      f" style {final_style(timings, len(frames)):.3g}{extra}", flush=True)
         return
     unit = pass_seconds(engine, config)
     bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
@@ -190,16 +192,23 @@ def main() -> None:
                   f" {final_style(solo_timings, len(frames)):.3g}; {per:.1f} s per frame ({per / unit:.1f} passes)",
                   flush=True)
         if name == "moving object":
-            bg = torch.ones(hw)
-            bg[int(hw[0] * 0.4):int(hw[0] * 0.8)] = 0  # away from the disc's path
             for label, painted in (("per-frame", solo), ("video", vid)):
                 if painted is not None:
-                    drift = ((painted[-1] - painted[0]) * bg).sum((1, 2)).abs() / bg.sum() * 255
-                    print(f"  colour drift first->last frame ({label}): {float(drift.mean()):.2f}/255", flush=True)
+                    print(f"  colour drift first->last frame ({label}): {drift(painted, hw):.2f}/255", flush=True)
         if args.save and name == "pan and zoom":
             torch.save({"frames": frames, "per_frame": solo, "video": vid}, args.save)
         if args.examples and solo is not None:
             save_examples(args.examples, solo, vid, "pan" if name == "pan and zoom" else "still")
+
+
+def drift(painted, hw: tuple[int, int]) -> float:
+    """The still clip's colour drift: the mean over channels of the absolute difference of the
+    first and last painted frames' mean colour over the background away from the disc's
+    path, in 0-255 units."""
+    bg = torch.ones(hw)
+    bg[int(hw[0] * 0.4):int(hw[0] * 0.8)] = 0  # away from the disc's path
+    d = ((painted[-1] - painted[0]) * bg).sum((1, 2)).abs() / bg.sum() * 255
+    return float(d.mean())
 
 
 def final_style(timings: dict, frames: int) -> float:
