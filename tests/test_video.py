@@ -264,7 +264,8 @@ def test_a_later_frame_never_ends_above_where_it_started(random_network):
     # short, its curvature pairs no longer described the steps taken, and it overshot: here
     # losses rose 58x within a frame and frames ended up to 7x above their start (in
     # benchmarks/video.py a still background's colour drifted). Each step of a later frame
-    # must not raise its loss.
+    # must not raise its loss by more than 1 %. That bound is this setup's: with a first frame
+    # of 60 iterations, L-BFGS's second step (its first curvature pair) rises 7 % on frame 1.
     frame = torch.from_numpy(texture(0)).permute(2, 0, 1).float()[:, ::2, ::2] / 255
     frame[:, :, :24] = 0.0
     frame[:, :12, :] = 1.0

@@ -256,7 +256,10 @@ def stylize_video(frames: Iterable[torch.Tensor], styles, config: Config | None 
     # pairs no longer described them and it overshot: on VGG19 a frame of a still clip saw
     # its loss rise to 1.7x its start within 30 iterations, and the still background's colour
     # drifted 3.01/255 over 24 frames at 256 px; unclamped, 1.88 (benchmarks/video.py;
-    # README, Video). L-BFGS's line search also cured it, at more seconds a frame.
+    # README, Video). L-BFGS's line search also cured it, at more seconds a frame. Changing
+    # the loop's clamp for every run instead was measured and rejected: images clamped only at
+    # the end scored up to 5 % worse once saved, and true curvature pairs under the clamp sent
+    # 2 of 12 pairs off at 512 px (benchmarks/README.md, "The clamp").
     later = config.replace(scales=1, iterations=options.frame_iterations, clamp=False)
     back = LONG_TERM if options.long_term else (1,)
     past: deque = deque(((_frame(f), _frame(r)) for f, r in history), maxlen=max(back))
