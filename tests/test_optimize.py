@@ -84,6 +84,26 @@ def test_a_blown_up_lbfgs_step_goes_back_to_the_best_pixels(monkeypatch):
     assert seen[-1] <= 1.01 * seen[0], seen          # and came back
 
 
+def test_lbfgs_under_the_clamp_keeps_lowering_the_loss(random_network):
+    # A photo and a painting with black and white areas, where the clamp to 0-255 holds many
+    # pixels at a bound. Without loop._project_gradient, L-BFGS kept proposing steps past the
+    # bound that the clamp cut, its curvature estimate drifted, and the loss rose on 8 of 40
+    # steps, up to 1.44x, ending at 15.9 against a best of 11.0.
+    def black_and_white(seed):
+        img = tiny(seed)
+        img[:, :, :16] = 0.0
+        img[:, :12, 30:] = 1.0
+        return img
+
+    record = []
+    out = stylize(black_and_white(0), [black_and_white(1)],
+                  Config(size=48, model="vgg16bn-craft", iterations=40, scales=1), callback=record.append)
+    seen = [p.loss for p in record]
+    assert max(b / a for a, b in zip(seen, seen[1:])) <= 1.01, seen
+    assert seen[-1] < 0.05 * seen[0], seen  # and it got somewhere (9.7 of 367)
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0  # the bounds were reached, and held
+
+
 def test_progress_records(random_network):
     engine = Stylizer(Config(**SMALL, iterations=3))
     record, images = [], []
