@@ -101,7 +101,7 @@ def test_lbfgs_under_the_clamp_keeps_lowering_the_loss(random_network):
     seen = [p.loss for p in record]
     assert max(b / a for a, b in zip(seen, seen[1:])) <= 1.01, seen
     assert seen[-1] < 0.05 * seen[0], seen  # and it got somewhere (9.7 of 367)
-    assert float(out.min()) == 0.0 and float(out.max()) == 1.0  # the bounds were reached, and held
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0  # pixels did sit at both bounds
 
 
 def test_progress_records(random_network):

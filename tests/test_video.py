@@ -260,14 +260,14 @@ def test_the_temporal_loss_holds_frames_to_the_previous_one(random_network):
 
 def test_a_later_frame_never_ends_above_where_it_started(random_network):
     # A still camera: each frame after the first starts from the previous result, near a
-    # minimum. Where pixels sit at black or white, a clamp after each step cut L-BFGS's steps
-    # short, its curvature pairs no longer described the steps taken, and it overshot: here
-    # losses rose 58x within a frame and frames ended up to 7x above their start (in
-    # benchmarks/video.py a still background's colour drifted). Later frames now run
-    # unclamped. No step of a later frame may raise its loss by more than 5 %: L-BFGS's second
-    # step (its first curvature pair, from a first step a fraction of a pixel long) can rise a
-    # little near a minimum, 3 % on frame 2 here since the first frame's clamp is projected,
-    # 7 % on frame 1 before it with a first frame of 60 iterations (README, Video).
+    # minimum. Where pixels sit at black or white, a plain clamp after each step cut L-BFGS's
+    # steps short, its curvature pairs no longer described the steps taken, and it overshot:
+    # here losses rose 58x within a frame and frames ended up to 7x above their start (in
+    # benchmarks/video.py a still background's colour drifted). With the gradient projected at
+    # the bounds (loop._project_gradient), no step of a later frame raises its loss by more
+    # than 1 %, with this first frame of 40 iterations and with one of 60. (Unclamped later
+    # frames, as before the projection, rose 3 % here at frame 2's second step, and 7 % at
+    # frame 1's with a first frame of 60 iterations.)
     frame = torch.from_numpy(texture(0)).permute(2, 0, 1).float()[:, ::2, ::2] / 255
     frame[:, :, :24] = 0.0
     frame[:, :12, :] = 1.0
@@ -282,7 +282,7 @@ def test_a_later_frame_never_ends_above_where_it_started(random_network):
     for i in (1, 2, 3):
         trace = seen[i]
         assert len(trace) == 30
-        assert all(b <= a * 1.05 for a, b in zip(trace, trace[1:])), (i, trace)
+        assert all(b <= a * 1.01 for a, b in zip(trace, trace[1:])), (i, trace)
         assert trace[-1] <= trace[0], (i, trace)
 
 

@@ -224,7 +224,7 @@ def _project_gradient(x: torch.Tensor) -> None:
     pixels only, as a projected quasi-Newton method does (the binding set of Bertsekas 1982,
     "Projected Newton methods for optimization problems with simple constraints", in its
     simplest form, without a margin): 327 after 60 steps, 309 after 200, rising on 4
-    (benchmarks/README.md, "The clamp").
+    (benchmarks/README.md, "The clamp, projected").
     """
     with torch.no_grad():
         g = x.grad

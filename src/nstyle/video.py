@@ -250,17 +250,16 @@ def stylize_video(frames: Iterable[torch.Tensor], styles, config: Config | None 
     # between the first and last of 24 frames at 256 px, against 1.78 by colour order
     # (benchmarks/video.py; the pan's temporal error 4.15 against 4.20/255).
     config = (config or engine.config).replace(palette_layout=0.0)
-    # Later frames unclamped (ours): the image mode clamps the pixels to 0-255 after every
-    # step; here they are clamped once, at the end. A later frame starts near a minimum, and
-    # where pixels sit at black or white the clamp cut the steps L-BFGS took, so its curvature
-    # pairs no longer described them and it overshot: on VGG19 a frame of a still clip saw
-    # its loss rise to 1.7x its start within 30 iterations, and the still background's colour
-    # drifted 3.01/255 over 24 frames at 256 px; unclamped, 1.88 (benchmarks/video.py;
-    # README, Video). L-BFGS's line search also cured it, at more seconds a frame. The image
-    # mode's clamp is now projected (loop._project_gradient), which cures it there; on the
-    # later frames it gave a temporal error of 0.86/255 but a drift of 2.18/255 against 1.88
-    # unclamped, past the 2/255 asked (benchmarks/README.md, "The clamp, projected").
-    later = config.replace(scales=1, iterations=options.frame_iterations, clamp=False)
+    # Later frames clamped as the image mode's are, the gradient projected at the bounds
+    # (loop._project_gradient). A later frame starts near a minimum, and where pixels sit at
+    # black or white the plain clamp cut the steps L-BFGS took, its curvature pairs no longer
+    # described them and it overshot: on VGG19 a frame of a still clip saw its loss rise to
+    # 1.7x its start within 30 iterations, and the still background's colour drifted 3.01/255
+    # over 24 frames at 256 px. Later frames then ran unclamped (1.88/255). With the
+    # projection, clamped or unclamped later frames give the same clip (temporal error 0.86/255
+    # both, drift 2.18 and 2.17: the first frame, now projected too, moved it from 1.88), so
+    # video takes the image mode's rule (benchmarks/README.md, "The clamp, projected").
+    later = config.replace(scales=1, iterations=options.frame_iterations)
     back = LONG_TERM if options.long_term else (1,)
     past: deque = deque(((_frame(f), _frame(r)) for f, r in history), maxlen=max(back))
     timings = {} if timings is None else timings
