@@ -72,8 +72,12 @@ class VideoOptions:
     # shallow ones (Config.style_layer_decay 0.5), whose fine texture flickers more: on 24
     # frames at 256 px, 30 iterations a frame, the pan and zoom's error was 4.55/255 (2.96x
     # below per-frame painting's 13.46) and style 47.2 at 3e4, 4.20 (3.2x) and 49.1 at 5e4;
-    # the still camera's 1.27 and 42, 1.03 and 43.
-    temporal_weight: float = 5e4
+    # the still camera's 1.27 and 42, 1.03 and 43. 1e5 since L-BFGS's gradient is projected
+    # at the clamp (loop._project_gradient), which moved VGG19's first frame: on 24 frames at
+    # 256 px the still camera's background drifted 2.18/255 at 5e4, past the 2/255 asked,
+    # and 1.79 at 1e5 (1.42 at 2e5), with its temporal error 0.86 -> 0.59/255 (0.43) and style
+    # 80.1 -> 82.3 (84.1); the pan and zoom's 4.11 -> 3.71/255 and style 87.6 -> 93.9.
+    temporal_weight: float = 1e5
     long_term: bool = False             # also tie each frame to the frames 2 and 4 back
     start: float = 0.0                  # seconds into the clip where painting starts
     duration: float | None = None       # seconds painted (None: to the end)
