@@ -83,7 +83,9 @@ def build_parser(video: bool = False, batch: bool = False) -> argparse.ArgumentP
     p.add_argument("--preset", choices=PRESETS, default="default",
                    help="'keras' reproduces the Keras example exactly (default: default)")
     g = p.add_argument_group("objective")
-    g.add_argument("--content-weight", type=_float, help=f"(default: {D.content_weight:g})")
+    g.add_argument("--content-weight", type=_float, help="how tightly the photo's shapes are held: lower lets the "
+                   "strokes repaint more of its detail (50), higher keeps more (300) "
+                   f"(default: {D.content_weight:g})")
     g.add_argument("--style-weight", type=_float, help=f"(default: {D.style_weight:g})")
     g.add_argument("--tv-weight", type=_float, help=f"total variation (default: {D.tv_weight:g})")
     g.add_argument("--tv-chroma-weight", type=_float, help="total variation of colour alone: against colour "

@@ -32,7 +32,7 @@ class Config:
     # vgg16-hed, relu3_1 at 300 held thin shapes and halos (second stop). On VGG19, relu3_1 held
     # the photo's fine detail so tightly that the houses under The Starry Night stayed the
     # photo's; relu4_2 at 150 lets the strokes repaint them, as the classic's do, with the
-    # layout kept (30 pairs: colour 0.85x, edges 0.87x of relu3_1 at 300; README, Quality).
+    # layout kept (30 pairs: colour 0.82x, edges 0.86x of relu3_1 at 300; README, Quality).
     content_weight: float = 150.0
     style_weight: float = 1e4              # weight of the style loss (sum over style layers)
     tv_weight: float = 1e-1                # weight of the total-variation loss
