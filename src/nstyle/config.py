@@ -27,7 +27,7 @@ STYLE_LOSSES = ("gram", "meancov", "histogram", "sliced")  # losses.STYLE_LOSSES
 @dataclass(frozen=True)
 class Config:
     # --- the objective ---
-    # Weight of the content loss, on the paper's relu4_2 (Gatys et al. 2015, section 3). At
+    # Weight of the content loss, on the paper's relu4_2 (Gatys et al. 2015, Methods: conv4_2). At
     # weight 1 the normalised term did nothing measurable (weight 0 gave the same image); on
     # vgg16-hed, relu3_1 at 300 held thin shapes and halos (second stop). On VGG19, relu3_1 held
     # the photo's fine detail so tightly that the houses under The Starry Night stayed the
